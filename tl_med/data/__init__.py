@@ -1,0 +1,1 @@
+"""Data: the synthetic multi-site generator, MONAI transform chains and datasets."""
