@@ -1,0 +1,1 @@
+"""Ingest: DICOM series and NIfTI labels in, de-identified NIfTI volumes and a manifest out."""

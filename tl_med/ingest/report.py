@@ -1,0 +1,61 @@
+"""The ingest report: every input file ends in exactly one outcome, and the counts reconcile.
+
+Outcomes: ``converted`` (which case it became), ``skipped`` (a non-image object, and why) or
+``quarantined`` (why). Input files are named by their path relative to the site's input folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["Outcome", "FileOutcome", "IngestReport"]
+
+Outcome = Literal["converted", "skipped", "quarantined"]
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    file: str
+    outcome: Outcome
+    reason: str = ""
+    case_id: str = ""
+
+
+@dataclass
+class IngestReport:
+    """Collects one outcome per input file; :meth:`summary` checks inputs = sum of outcomes."""
+
+    site: str
+    n_inputs: int = 0
+    outcomes: dict[str, FileOutcome] = field(default_factory=dict)
+
+    def record(self, file: str, outcome: Outcome, reason: str = "", case_id: str = "") -> None:
+        """Record a file's outcome; a quarantine or skip never gets overwritten by a later success."""
+        prev = self.outcomes.get(file)
+        if prev is not None and prev.outcome != "converted":
+            return
+        self.outcomes[file] = FileOutcome(file, outcome, reason, case_id)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(o.outcome == outcome for o in self.outcomes.values())
+
+    @property
+    def quarantined(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes.values() if o.outcome == "quarantined"]
+
+    def summary(self) -> dict[str, int | bool]:
+        c, s, q = self.count("converted"), self.count("skipped"), self.count("quarantined")
+        return {"inputs": self.n_inputs, "converted": c, "skipped": s, "quarantined": q,
+                "reconciled": self.n_inputs == c + s + q == len(self.outcomes)}
+
+    def to_json(self) -> str:
+        files = sorted((asdict(o) for o in self.outcomes.values()), key=lambda o: o["file"])
+        return json.dumps({"site": self.site, "summary": self.summary(), "files": files}, indent=2)
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path

@@ -1,0 +1,140 @@
+"""Per-site data manifests: a MONAI decathlon datalist plus de-identified provenance.
+
+Schema (``tl_med.manifest/1``), one JSON file per site::
+
+    {
+      "schema": "tl_med.manifest/1",
+      "name": "east", "task": "liver",
+      "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver"},
+      "numTraining": 4, "numTest": 12,
+      "training":   [{"image": "<path>", "label": "<path>", "case_id": "c…", ...provenance}],
+      "validation": [...], "test": [...],
+      "unlabelled": [{"image": "<path>", "case_id": "c…", ...}]
+    }
+
+Paths are relative to the manifest's folder, so ``monai.data.load_decathlon_datalist`` reads the
+file directly. Each case also carries ``image_sha256``/``label_sha256`` (of the converted files),
+``shape``, ``spacing`` (mm), ``orientation`` (axis codes), ``modality``, ``manufacturer``,
+``model`` and ``acquisition`` (kVp, kernel, field strength, TR/TE, slice thickness): the facts
+that explain domain shift. No name, ID, date, UID or free text is ever written here.
+The manifest hash (:func:`manifest_hash`) identifies the data of every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tl_med.errors import InputError
+
+__all__ = ["CaseEntry", "SiteManifest", "SCHEMA", "manifest_hash", "load_manifest",
+           "write_manifest", "assign_splits", "datalist"]
+
+SCHEMA = "tl_med.manifest/1"
+SPLITS = ("training", "validation", "test")
+
+
+class CaseEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str
+    label: str | None = None
+    case_id: str
+    image_sha256: str
+    label_sha256: str | None = None
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    orientation: str
+    modality: str
+    manufacturer: str = ""
+    model: str = ""
+    acquisition: dict[str, str] = {}
+
+
+class SiteManifest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_: str = SCHEMA
+    name: str
+    task: str
+    modality: dict[str, str]
+    labels: dict[str, str]
+    numTraining: int
+    numTest: int
+    training: tuple[CaseEntry, ...]
+    validation: tuple[CaseEntry, ...]
+    test: tuple[CaseEntry, ...]
+    unlabelled: tuple[CaseEntry, ...] = ()
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True)
+        data = {"schema": data.pop("schema_"), **data}
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    @property
+    def n_labelled(self) -> int:
+        return len(self.training) + len(self.validation) + len(self.test)
+
+
+def assign_splits(labelled: list[CaseEntry], n_train: int, n_val: int) -> dict[str, tuple[CaseEntry, ...]]:
+    """Deterministic split: labelled cases ordered by their keyed-hash id; first ``n_train`` train,
+    next ``n_val`` validation, the rest test. The id order is pseudo-random but stable."""
+    ordered = sorted(labelled, key=lambda c: c.case_id)
+    return {"training": tuple(ordered[:n_train]),
+            "validation": tuple(ordered[n_train:n_train + n_val]),
+            "test": tuple(ordered[n_train + n_val:])}
+
+
+def write_manifest(manifest: SiteManifest, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(manifest.to_json())
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifest(path: Path) -> SiteManifest:
+    """Read and validate a manifest; problems raise :class:`InputError` naming the file."""
+    if not path.is_file():
+        raise InputError(f"{path}: no manifest (run ingest for this site first)")
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+        if raw.get("schema") != SCHEMA:
+            raise InputError(f"{path}: unknown manifest schema {raw.get('schema')!r} (expected {SCHEMA})")
+        raw["schema_"] = raw.pop("schema")
+        return SiteManifest.model_validate(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"{path}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+
+
+def manifest_hash(path: Path) -> str:
+    """sha256 of the manifest file's bytes (the file is written canonically)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def datalist(manifest_path: Path, split: str, limit: int | None = None) -> list[dict[str, str]]:
+    """Absolute ``{image, label, case_id, content}`` dicts of one split, MONAI-ready.
+
+    ``content`` (the image and label sha256) is part of each item so that on-disk caches keyed
+    on the item are invalidated when the content changes. (Keys named ``image_*`` would be taken
+    for metadata dictionaries by MONAI's dictionary transforms.)
+    """
+    manifest = load_manifest(manifest_path)
+    base = manifest_path.parent
+    cases = getattr(manifest, split)
+    items = []
+    for c in cases[:limit] if limit is not None else cases:
+        item = {"image": str((base / c.image).resolve()), "case_id": c.case_id,
+                "content": f"{c.image_sha256}:{c.label_sha256 or ''}"}
+        if c.label is not None:
+            item["label"] = str((base / c.label).resolve())
+        items.append(item)
+    return items
