@@ -1,0 +1,1 @@
+"""Adaptation strategies: small units that decide which weights train and at which rates."""

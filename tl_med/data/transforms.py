@@ -1,0 +1,77 @@
+"""MONAI transform chains: the deterministic preprocessing (cached on disk) and training augmentation.
+
+Example:
+    >>> from tl_med.config import PreprocessConfig
+    >>> chain = preprocessing(PreprocessConfig())
+    >>> type(chain[0]).__name__
+    'LoadImaged'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from monai.data import PersistentDataset
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+)
+
+from tl_med.config import PreprocessConfig
+
+__all__ = ["preprocessing", "augmentation", "cached_dataset", "cache_dir_for"]
+
+KEYS = ("image", "label")
+
+
+def preprocessing(cfg: PreprocessConfig) -> list:
+    """Load → channel-first → RAS → resample to ``cfg.spacing`` → normalise → pad/crop to size."""
+    intensity = (NormalizeIntensityd(keys="image") if cfg.intensity == "zscore"
+                 else ScaleIntensityRangePercentilesd(keys="image", lower=1, upper=99, b_min=0.0,
+                                                      b_max=1.0, clip=True))
+    return [
+        LoadImaged(keys=KEYS, allow_missing_keys=True, image_only=True),
+        EnsureChannelFirstd(keys=KEYS, allow_missing_keys=True),
+        Orientationd(keys=KEYS, axcodes="RAS", allow_missing_keys=True),
+        Spacingd(keys=KEYS, pixdim=cfg.spacing, mode=("bilinear", "nearest"), allow_missing_keys=True),
+        intensity,
+        ResizeWithPadOrCropd(keys=KEYS, spatial_size=cfg.spatial_size, allow_missing_keys=True),
+        EnsureTyped(keys=KEYS, allow_missing_keys=True, track_meta=False),
+    ]
+
+
+def augmentation() -> list:
+    """Light intensity augmentation for training (geometry is left alone: location is a prior)."""
+    return [
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        RandGaussianNoised(keys="image", std=0.05, prob=0.3),
+    ]
+
+
+def cache_dir_for(cfg: PreprocessConfig, cache_root: Path) -> Path:
+    """One cache folder per preprocessing config, so a config change never reads stale tensors."""
+    digest = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    return cache_root / f"preprocess-{digest[:12]}"
+
+
+def cached_dataset(items: list[dict], cfg: PreprocessConfig, cache_root: Path,
+                   augment: bool = False) -> PersistentDataset:
+    """A ``PersistentDataset`` whose deterministic prefix is cached on disk under ``cache_root``.
+
+    Items carry ``content`` (sha256 of image and label), which is part of MONAI's cache key: new content, new cache entry.
+    """
+    chain = preprocessing(cfg) + (augmentation() if augment else [])
+    return PersistentDataset(data=items, transform=Compose(chain), cache_dir=cache_dir_for(cfg, cache_root))

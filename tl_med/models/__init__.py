@@ -1,0 +1,1 @@
+"""Networks: the factory and pretrained-weight loading."""
