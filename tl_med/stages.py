@@ -1,0 +1,251 @@
+"""Pipeline stages as plain functions: pretrain on the source site, adapt a target site.
+
+Each stage checks its inputs before it creates anything in MLflow, so bad input leaves no
+half-written run or model version. Flows (``flows/``) call these with paths and ids.
+
+Example:
+    >>> # ctx = StageContext(ws=ws, cfg=PipelineConfig.profile("demo"), tracker=tracker)
+    >>> # src = pretrain_source(ctx, "north", ws.site_manifest("north"))
+    >>> # res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=src.weights_uri)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from monai.data import DataLoader
+
+from tl_med.adapt.strategies import Strategy, build_strategy
+from tl_med.config import PipelineConfig, TrainConfig, flatten
+from tl_med.data.transforms import cached_dataset
+from tl_med.errors import InputError
+from tl_med.evaluate import CaseMetrics, evaluate_cases
+from tl_med.manifests import datalist, load_manifest, manifest_hash
+from tl_med.models.pretrained import load_state, transfer_weights
+from tl_med.models.zoo import build_network, resolve_device
+from tl_med.plots import learning_curve
+from tl_med.tracking import Tracker, code_version, registered_model_name
+from tl_med.train import FitResult, fit, seed_everything
+from tl_med.workspace import Workspace
+
+__all__ = ["StageContext", "PretrainResult", "SiteResult", "pretrain_source", "adapt_site", "warm_cache"]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage needs: workspace, config, tracker, and how the run was triggered."""
+
+    ws: Workspace
+    cfg: PipelineConfig
+    tracker: Tracker
+    trigger: str = "manual"
+    flow_run_id: str = ""
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    site: str
+    run_id: str
+    weights_uri: str
+    model_name: str
+    model_version: str
+    test_dice: float
+
+
+@dataclass(frozen=True)
+class SiteResult:
+    site: str
+    source_only_dice: float
+    adapted_dice: float
+    scratch_dice: float | None
+    parent_run_id: str
+    adapted_run_id: str
+    model_name: str
+    model_version: str
+
+    @property
+    def gain(self) -> float:
+        return self.adapted_dice - self.source_only_dice
+
+
+def _loader(ctx: StageContext, items: list[dict], *, train: bool, batch_size: int = 1) -> DataLoader:
+    ds = cached_dataset(items, ctx.cfg.preprocess, ctx.ws.cache, augment=train)
+    gen = torch.Generator().manual_seed(ctx.cfg.seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=0, generator=gen)
+
+
+def warm_cache(ws: Workspace, cfg: PipelineConfig, manifest_path: Path) -> int:
+    """Run the deterministic preprocessing of every case of a site once (fills the disk cache)."""
+    items = [it for split in ("training", "validation", "test", "unlabelled")
+             for it in datalist(manifest_path, split)]
+    ds = cached_dataset(items, cfg.preprocess, ws.cache)
+    for i in range(len(ds)):
+        ds[i]
+    return len(ds)
+
+
+def _splits(manifest_path: Path, site: str, n_labelled: int | None = None) -> dict[str, list[dict]]:
+    """Training/validation/test items, refusing sites that cannot be trained or evaluated."""
+    splits = {s: datalist(manifest_path, s) for s in ("training", "validation", "test")}
+    if n_labelled is not None:
+        splits["training"] = splits["training"][:n_labelled]
+    if not splits["training"]:
+        raise InputError(f"site '{site}' has no labelled training studies ({manifest_path})")
+    if not splits["test"]:
+        raise InputError(f"site '{site}' has no labelled test studies to evaluate on ({manifest_path})")
+    return splits
+
+
+def _tags(ctx: StageContext, site: str, manifest_path: Path, **more: str) -> dict[str, str]:
+    return {"site": site, "task": ctx.cfg.task, "trigger": ctx.trigger, "code_version": code_version(),
+            "manifest_sha256": manifest_hash(manifest_path), "config_hash": ctx.cfg.config_hash(),
+            "prefect_flow_run_id": ctx.flow_run_id, **ctx.extra_tags, **more}
+
+
+def _log_setup(ctx: StageContext, run_id: str, site: str, manifest_path: Path,
+               params: dict[str, object]) -> None:
+    t = ctx.tracker
+    digest = manifest_hash(manifest_path)
+    t.log_params(run_id, {**flatten(ctx.cfg.model_dump(mode="json")), "site": site,
+                          "manifest_sha256": digest, "code_version": code_version(), **params})
+    t.log_text(run_id, ctx.cfg.to_yaml(), "config/pipeline.yaml")
+    for context in ("train", "validation", "test"):
+        t.log_dataset(run_id, manifest_path, digest, context)
+
+
+def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
+           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int,
+           strategy: Strategy | None = None) -> FitResult:
+    t = ctx.tracker
+    val = _loader(ctx, splits["validation"], train=False) if splits["validation"] else None
+    result = fit(model, _loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
+                 epochs=epochs, device=resolve_device(ctx.cfg.device),
+                 before_epoch=(lambda e: strategy.on_epoch_start(e, model)) if strategy else None,
+                 on_epoch=lambda log: t.log_metrics(run_id, {"train_loss": log.train_loss,
+                                                             "val_dice": log.val_dice,
+                                                             "epoch_seconds": log.seconds}, step=log.epoch))
+    fig = learning_curve(result.history, f"{t.client.get_run(run_id).info.run_name}")
+    t.log_figure(run_id, fig, "plots/learning_curve.png")
+    plt.close(fig)
+    t.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice})
+    return result
+
+
+def _evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict]) -> CaseMetrics:
+    metrics = evaluate_cases(model, _loader(ctx, items, train=False), resolve_device(ctx.cfg.device),
+                             ctx.cfg.preprocess.spacing)
+    s = metrics.summary()
+    ctx.tracker.log_metrics(run_id, {"test_dice": s["dice"], "test_hd95": s["hd95"]})
+    ctx.tracker.log_text(run_id, metrics.to_csv(), "metrics/test_per_case.csv")
+    return metrics
+
+
+def _input_example(ctx: StageContext) -> np.ndarray:
+    return np.zeros((2, 1, *ctx.cfg.preprocess.spatial_size), dtype=np.float32)
+
+
+def _optimizer(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> PretrainResult:
+    """Train the network on the source site, evaluate it, log it and register it (``challenger``)."""
+    splits = _splits(manifest_path, site)
+    tc: TrainConfig = ctx.cfg.pretrain
+    name = registered_model_name(ctx.cfg.task, site)
+    with ctx.tracker.run(f"pretrain-{site}", tags=_tags(ctx, site, manifest_path, role="source",
+                                                        strategy="pretrain")) as run_id:
+        _log_setup(ctx, run_id, site, manifest_path, {"strategy": "pretrain",
+                                                      "n_train_cases": len(splits["training"])})
+        seed_everything(ctx.cfg.seed)
+        model = build_network(ctx.cfg.network)
+        _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}], tc.lr,
+                                                      tc.weight_decay), tc.epochs, tc.batch_size)
+        test = _evaluate(ctx, run_id, model, splits["test"]).summary()
+        weights_uri = ctx.tracker.log_state_dict(run_id, model)
+        model_uri = ctx.tracker.log_model(run_id, model, _input_example(ctx))
+        version = ctx.tracker.register(
+            model_uri, name, run_id, tags={"test_dice": f"{test['dice']:.4f}", "site": site,
+                                           "manifest_sha256": manifest_hash(manifest_path)},
+            description=f"Source model for {site}: test Dice {test['dice']:.3f} on {len(splits['test'])} cases.")
+    return PretrainResult(site, run_id, weights_uri, name, version, test["dice"])
+
+
+def _child(ctx: StageContext, site: str, manifest_path: Path, strategy: str,
+           pretrained: str) -> tuple[str, dict[str, str]]:
+    return f"{site}-{strategy}", _tags(ctx, site, manifest_path, role="target", strategy=strategy,
+                                       pretrained_source=pretrained)
+
+
+def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: str) -> SiteResult:
+    """Adapt the pretrained network to ``site`` beside the source-only and from-scratch baselines.
+
+    One parent run for the site, one child run per baseline and strategy; the adapted model is
+    registered as a new version of ``tlmed-<task>-<site>`` with alias ``challenger`` and the
+    baselines' test metrics on the same test manifest as version tags.
+    """
+    ac = ctx.cfg.adapt
+    splits = _splits(manifest_path, site, ac.n_labelled)
+    state = load_state(pretrained, ctx.tracker)
+    load_manifest(manifest_path)
+    strategy = build_strategy(ac)
+    name = registered_model_name(ctx.cfg.task, site)
+    tracker = ctx.tracker
+    with tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
+                                                 pretrained_source=pretrained)) as parent:
+        _log_setup(ctx, parent, site, manifest_path, {"strategy": strategy.name, "pretrained_source": pretrained,
+                                                      "n_labelled": len(splits["training"])})
+        run_name, tags = _child(ctx, site, manifest_path, "source_only", pretrained)
+        with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
+            model = build_network(ctx.cfg.network)
+            transfer_weights(model, state)
+            source_only = _evaluate(ctx, run_id, model, splits["test"]).summary()["dice"]
+        scratch = None
+        if "scratch" in ctx.cfg.baselines:
+            run_name, tags = _child(ctx, site, manifest_path, "scratch", "none")
+            with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
+                _log_setup(ctx, run_id, site, manifest_path, {"strategy": "scratch",
+                                                              "n_labelled": len(splits["training"])})
+                seed_everything(ctx.cfg.seed)
+                model = build_network(ctx.cfg.network)
+                _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}],
+                                                              ctx.cfg.pretrain.lr, ac.weight_decay),
+                       ac.epochs, ac.batch_size)
+                scratch = _evaluate(ctx, run_id, model, splits["test"]).summary()["dice"]
+        run_name, tags = _child(ctx, site, manifest_path, strategy.name, pretrained)
+        with tracker.run(run_name, tags=tags, parent_run_id=parent) as adapted_run:
+            _log_setup(ctx, adapted_run, site, manifest_path, {"strategy": strategy.name,
+                                                               "pretrained_source": pretrained,
+                                                               "n_labelled": len(splits["training"])})
+            seed_everything(ctx.cfg.seed)
+            model = build_network(ctx.cfg.network)
+            report = transfer_weights(model, state)
+            tracker.log_json(adapted_run, {"transferred": report.transferred,
+                                           "newly_initialised": report.newly_initialised},
+                             "transfer/weights_report.json")
+            _train(ctx, adapted_run, model, splits, _optimizer(strategy.param_groups(model), ac.lr,
+                                                               ac.weight_decay),
+                   ac.epochs, ac.batch_size, strategy)
+            adapted = _evaluate(ctx, adapted_run, model, splits["test"]).summary()
+            tracker.log_metrics(adapted_run, {"source_only_dice": source_only, "scratch_dice": scratch})
+            tracker.log_state_dict(adapted_run, model)
+            model_uri = tracker.log_model(adapted_run, model, _input_example(ctx))
+        tracker.log_metrics(parent, {"source_only_dice": source_only, "scratch_dice": scratch,
+                                     "adapted_dice": adapted["dice"], "gain": adapted["dice"] - source_only})
+        version = tracker.register(
+            model_uri, name, adapted_run,
+            tags={"test_dice": f"{adapted['dice']:.4f}", "test_hd95": f"{adapted['hd95']:.2f}",
+                  "source_only_dice": f"{source_only:.4f}",
+                  "scratch_dice": "" if scratch is None else f"{scratch:.4f}",
+                  "strategy": strategy.name, "site": site, "manifest_sha256": manifest_hash(manifest_path),
+                  "parent_run_id": parent},
+            description=(f"{strategy.name} from {pretrained} on {len(splits['training'])} labelled cases. "
+                         f"Test Dice {adapted['dice']:.3f} vs source-only {source_only:.3f}"
+                         + ("" if scratch is None else f" and from-scratch {scratch:.3f}")
+                         + f" on the same {len(splits['test'])} test cases."))
+    return SiteResult(site, source_only, adapted["dice"], scratch, parent, adapted_run, name, version)

@@ -1,0 +1,172 @@
+"""MLflow adapter: explicit run ids through ``MlflowClient``, never the global active run.
+
+Layout: one experiment per task (``tlmed-<task>``); a parent run per site adaptation with one
+child run per strategy and baseline; the source pretraining is its own run. A site's model is
+registered as ``tlmed-<task>-<site>`` and the new version gets the alias ``challenger``.
+
+Example:
+    >>> # tracker = Tracker("sqlite:////abs/ws/mlflow.db", "tlmed-liver", artifact_root=ws.mlflow_artifacts)
+    >>> # with tracker.run("pretrain-north", tags={"site": "north"}) as run_id:
+    >>> #     tracker.log_metrics(run_id, {"loss": 0.3}, step=0)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+import tl_med
+from tl_med.errors import TlMedError
+
+__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER"]
+
+CHALLENGER = "challenger"
+
+
+def registered_model_name(task: str, site: str) -> str:
+    return f"tlmed-{task}-{site}"
+
+
+def code_version() -> str:
+    """The git commit of the checkout (``+dirty`` when modified), else the package version."""
+    root = Path(tl_med.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{sha}{'+dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return f"tl_med-{tl_med.__version__}"
+
+
+class Tracker:
+    """Runs, metrics, artifacts, datasets and registry for one experiment."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        """The experiment's id, created on first use (artifacts under ``artifact_root`` if given)."""
+        if self._experiment_id is None:
+            try:
+                exp = self.client.get_experiment_by_name(self.experiment)
+            except MlflowException as exc:
+                raise TlMedError(f"MLflow tracking server {self.tracking_uri} is not usable: "
+                                 f"{str(exc).splitlines()[0][:160]}") from None
+            if exp is None:
+                location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    @contextmanager
+    def run(self, name: str, *, tags: dict[str, str] | None = None,
+            parent_run_id: str | None = None) -> Iterator[str]:
+        """A run that ends FINISHED, or FAILED (and re-raises) when the body raises."""
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run_id = run.info.run_id
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and np.isfinite(v)]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_figure(self, run_id: str, figure: Any, path: str) -> None:
+        self.client.log_figure(run_id, figure, path)
+
+    def log_dataset(self, run_id: str, manifest_path: Path, digest: str, context: str) -> None:
+        """Record a manifest as the run's dataset (lineage in the UI's Datasets column)."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        ds = MetaDataset(source=LocalArtifactDatasetSource(str(manifest_path)),
+                         name=manifest_path.stem, digest=digest[:36])
+        self.client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
+                                                              tags=[InputTag("mlflow.data.context", context)])])
+
+    def log_state_dict(self, run_id: str, model: torch.nn.Module, path: str = "weights") -> str:
+        """Log the weights (state dict) so the pipeline can rebuild and adapt the network."""
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.pytorch.save_state_dict(model.state_dict(), tmp)
+            self.client.log_artifacts(run_id, tmp, path)
+        return f"runs:/{run_id}/{path}"
+
+    def load_state_dict(self, uri: str) -> dict[str, torch.Tensor]:
+        """Weights logged by :meth:`log_state_dict` (``runs:/<id>/weights``), loaded weights-only."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                        tracking_uri=self.tracking_uri)
+            return torch.load(Path(local) / "state_dict.pth", map_location="cpu", weights_only=True)
+
+    def log_model(self, run_id: str, model: torch.nn.Module, input_example: np.ndarray) -> str:
+        """Log the network for inference (pt2 format, signature from ``input_example``)."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=run_id, nested=True):
+            info = mlflow.pytorch.log_model(
+                model.eval().cpu(), name="model", input_example=input_example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "monai"],
+            )
+        return info.model_uri
+
+    def register(self, model_uri: str, name: str, run_id: str, *, tags: dict[str, Any],
+                 description: str, alias: str = CHALLENGER) -> str:
+        """A new version of ``name`` with ``tags`` and ``alias``; removed again if any step fails."""
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description=f"tl_med site model ({name})")
+        version = self.client.create_model_version(name, model_uri, run_id=run_id,
+                                                   tags={k: str(v) for k, v in tags.items()},
+                                                   description=description)
+        try:
+            self.client.set_registered_model_alias(name, alias, version.version)
+        except BaseException:
+            self.client.delete_model_version(name, version.version)
+            raise
+        return str(version.version)
+
+    def log_json(self, run_id: str, data: Any, path: str) -> None:
+        self.client.log_text(run_id, json.dumps(data, indent=2, default=str), path)
