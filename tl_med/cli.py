@@ -1,0 +1,182 @@
+"""``tl-med``: the command line.
+
+Commands: ``demo`` (synthetic sites + the whole pipeline), ``run`` (the pipeline on configured
+sites), ``ingest`` (one site), ``synth`` (write synthetic sites), ``ui`` (MLflow UI on the workspace).
+Problems a user can fix print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tl_med.config import PipelineConfig
+from tl_med.errors import TlMedError
+from tl_med.workspace import Workspace, resolve_workspace
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Per-site transfer learning for medical-image segmentation.")
+console = Console()
+
+REPO_SITES = Path(__file__).resolve().parent.parent / "data_manifests" / "sites.yaml"
+
+WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace root "
+                         "(default: $TL_MED_HOME or ./tlmed-workspace).")]
+SitesOpt = Annotated[Path, typer.Option("--sites", help="Site registry (sites.yaml).")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help="Config preset: demo or tiny.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Pipeline config YAML "
+                      "(overrides --profile).")]
+
+
+def _config(profile: str, config: Path | None, seed: int | None) -> PipelineConfig:
+    cfg = PipelineConfig.from_yaml(config) if config else PipelineConfig.profile(profile)
+    return cfg.model_copy(update={"seed": seed}) if seed is not None else cfg
+
+
+def _print_results(outcome, ws: Workspace, seconds: float) -> None:
+    from tl_med.results import HEADERS, result_rows
+
+    src = outcome.source
+    console.print(f"\nSource model [bold]{src.model_name}[/] v{src.model_version}: test Dice "
+                  f"{src.test_dice:.3f} at site {src.site} (run {src.run_id})")
+    table = Table(title="Per-site adaptation (test split of each target site)")
+    for h in HEADERS:
+        table.add_column(h, justify="right" if "Dice" in h or h == "gain" else "left")
+    for row in result_rows(outcome.sites):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"Finished in {seconds:.0f} s. Workspace: {ws.root}")
+    console.print("\nExplore the runs:")
+    if ws.uses_embedded_mlflow:
+        console.print(f"  MLflow UI:  tl-med ui --workspace {ws.root}   (then open http://127.0.0.1:5000)")
+        console.print(f"          or  mlflow ui --backend-store-uri {ws.tracking_uri} --host 127.0.0.1 --port 5000")
+    else:
+        console.print(f"  MLflow UI:  {ws.tracking_uri}")
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print(f"  Prefect UI: PREFECT_HOME={ws.prefect_home} prefect server start   "
+                      "(then open http://127.0.0.1:4200)")
+
+
+def _run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets: list[str] | None,
+                  trigger: str) -> None:
+    from tl_med.sites import load_sites
+
+    sites = load_sites(sites_file, ws.root)  # validate names before any server or run starts
+    chosen = [sites.get(t) for t in targets] if targets else sites.targets
+    for s in chosen:
+        if s.role == "source":
+            known = ", ".join(t.name for t in sites.targets)
+            raise TlMedError(f"site '{s.name}' is the source site; pick a target site ({known})")
+    for s in [sites.source, *chosen]:
+        if not s.dicom_dir.is_dir() or not any(s.dicom_dir.rglob("*")):
+            raise TlMedError(f"site '{s.name}': DICOM folder {s.dicom_dir} is missing or empty")
+    ws.activate()
+    from flows.pipeline import site_adaptation_pipeline  # Prefect is imported after PREFECT_HOME is set
+
+    start = time.perf_counter()
+    outcome = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file.resolve()),
+                                       config=cfg.model_dump(mode="json"), targets=targets, trigger=trigger)
+    _print_results(outcome, ws, time.perf_counter() - start)
+
+
+@app.command()
+def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data and training seed."),
+         profile: ProfileOpt = "demo", config: ConfigOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+    """Generate three synthetic hospital sites (DICOM) and run the whole pipeline on them."""
+    from tl_med.data.synthetic import DEMO_SITES, TINY_SITES, generate_sites
+
+    ws = resolve_workspace(workspace).ensure()
+    marker = ws.incoming / f".generated-seed{seed}-{profile}"
+    if not marker.exists():
+        console.print(f"Generating synthetic sites into {ws.incoming} ...")
+        for spec in DEMO_SITES:
+            shutil.rmtree(ws.incoming / spec.name, ignore_errors=True)
+        specs = TINY_SITES if profile == "tiny" else DEMO_SITES
+        summary = generate_sites(ws.incoming, specs, seed=seed, downsample=4 if profile == "tiny" else 1)
+        for name, counts in summary.items():
+            console.print(f"  {name}: {counts['studies']} studies, {counts['files']} DICOM files")
+        for old in ws.incoming.glob(".generated-*"):
+            old.unlink()
+        marker.touch()
+    _run_pipeline(ws, sites, _config(profile, config, seed), None, "manual")
+
+
+@app.command()
+def run(site: Annotated[Optional[list[str]], typer.Option("--site", help="Target site(s); default: all.")] = None,
+        workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+        config: ConfigOpt = None, seed: Optional[int] = None,
+        trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
+    """Run the pipeline (ingest, preprocess, pretrain, adapt, register) on the configured sites."""
+    _run_pipeline(resolve_workspace(workspace).ensure(), sites, _config(profile, config, seed), site, trigger)
+
+
+@app.command()
+def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
+           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+    """Ingest one site's DICOM into de-identified NIfTI plus its manifest and report."""
+    from tl_med.ingest.site import ingest_site
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace).ensure()
+    registry = load_sites(sites, ws.root)
+    result = ingest_site(registry.get(site), ws, task=registry.task)
+    s = result.report.summary()
+    console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
+                  f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases")
+    for q in result.report.quarantined:
+        console.print(f"  quarantined {q.file}: {q.reason}")
+    console.print(f"manifest: {result.manifest_path}\nreport:   {result.report_path}")
+
+
+@app.command()
+def synth(out: Annotated[Path, typer.Option("--out", help="Folder to write sites into.")],
+          seed: int = 0, downsample: int = typer.Option(1, min=1, help="Coarsen every grid by this factor.")) -> None:
+    """Write the synthetic demo sites (DICOM + NIfTI labels) into a folder."""
+    from tl_med.data.synthetic import DEMO_SITES, generate_sites
+
+    for name, counts in generate_sites(out, DEMO_SITES, seed=seed, downsample=downsample).items():
+        console.print(f"{name}: {counts['studies']} studies, {counts['files']} files")
+
+
+@app.command()
+def ui(workspace: WorkspaceOpt = None, port: int = 5000) -> None:
+    """Start the MLflow UI on the workspace's store (loopback only)."""
+    ws = resolve_workspace(workspace)
+    if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
+        raise TlMedError(f"no MLflow store at {ws.mlflow_db}: run `tl-med demo` first")
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (store {ws.tracking_uri}); Ctrl-C to stop")
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ws.tracking_uri,
+                    "--host", "127.0.0.1", "--port", str(port)], check=False)
+
+
+def main() -> None:
+    """Entry point: user-fixable errors become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except TlMedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
