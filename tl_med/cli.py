@@ -132,8 +132,8 @@ def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
     s = result.report.summary()
     console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
                   f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases")
-    for q in result.report.quarantined:
-        console.print(f"  quarantined {q.file}: {q.reason}")
+    for q in result.report.quarantined:  # real paths go to the terminal only, never to a file
+        console.print(f"  quarantined {q.file} [{result.report.ref(q.file)}]: {q.reason}", markup=False)
     console.print(f"manifest: {result.manifest_path}\nreport:   {result.report_path}")
 
 

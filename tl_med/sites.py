@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tl_med.config import load_yaml_model
 from tl_med.errors import InputError
@@ -65,15 +65,16 @@ class SitesConfig(_Frozen):
     task: str = "liver"
     sites: tuple[SiteConfig, ...]
 
-    @model_validator(mode="after")
-    def _check(self) -> "SitesConfig":
-        names = [s.name for s in self.sites]
+    @field_validator("sites")
+    @classmethod
+    def _check(cls, sites: tuple[SiteConfig, ...]) -> tuple[SiteConfig, ...]:
+        names = [s.name for s in sites]
         if len(set(names)) != len(names):
             raise ValueError(f"site names must be unique, got {names}")
-        n_source = sum(s.role == "source" for s in self.sites)
+        n_source = sum(s.role == "source" for s in sites)
         if n_source != 1:
             raise ValueError(f"exactly one site must have role 'source', found {n_source}")
-        return self
+        return sites
 
     @property
     def names(self) -> list[str]:

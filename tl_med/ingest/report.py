@@ -1,7 +1,12 @@
 """The ingest report: every input file ends in exactly one outcome, and the counts reconcile.
 
 Outcomes: ``converted`` (which case it became), ``skipped`` (a non-image object, and why) or
-``quarantined`` (why). Input files are named by their path relative to the site's input folder.
+``quarantined`` (why).
+
+Input file names are the hospital's own and may carry identifiers (a label named by its
+SeriesInstanceUID, a folder named after a patient), so the written report names each input by
+``ref``, a keyed hash of its path relative to the site's input folder. The in-memory report keeps
+the real path for the terminal only (``tl-med ingest`` prints path and ref side by side).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from tl_med.ingest.deid import keyed_hash
 
 __all__ = ["Outcome", "FileOutcome", "IngestReport"]
 
@@ -29,6 +36,7 @@ class IngestReport:
     """Collects one outcome per input file; :meth:`summary` checks inputs = sum of outcomes."""
 
     site: str
+    key: bytes = field(repr=False, default=b"")
     n_inputs: int = 0
     outcomes: dict[str, FileOutcome] = field(default_factory=dict)
 
@@ -51,8 +59,13 @@ class IngestReport:
         return {"inputs": self.n_inputs, "converted": c, "skipped": s, "quarantined": q,
                 "reconciled": self.n_inputs == c + s + q == len(self.outcomes)}
 
+    def ref(self, file: str) -> str:
+        """The de-identified reference of an input path (``f`` + 12 hex of a keyed hash)."""
+        return "f" + keyed_hash(self.key, file)
+
     def to_json(self) -> str:
-        files = sorted((asdict(o) for o in self.outcomes.values()), key=lambda o: o["file"])
+        files = sorted(({"ref": self.ref(o.file), **{k: v for k, v in asdict(o).items() if k != "file"}}
+                        for o in self.outcomes.values()), key=lambda o: o["ref"])
         return json.dumps({"site": self.site, "summary": self.summary(), "files": files}, indent=2)
 
     def write(self, path: Path) -> Path:

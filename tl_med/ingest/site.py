@@ -60,7 +60,7 @@ def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None
     _check_inputs(site)
     key = key if key is not None else ws.deid_key()
     out = ws.data / site.name
-    report = IngestReport(site=site.name)
+    report = IngestReport(site=site.name, key=key)
     input_root = site.dicom_dir.parent
     slices = scan_dicom_tree(site.dicom_dir, report, rel_to=input_root)
     labels = index_labels(site.labels_dir)
