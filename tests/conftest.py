@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny synthetic sites (downsampled 4×), an ingested workspace, a tracker."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tl_med.config import PipelineConfig
+from tl_med.data.synthetic import TINY_SITES, generate_sites
+from tl_med.ingest.site import ingest_site
+from tl_med.sites import load_sites
+from tl_med.tracking import Tracker
+from tl_med.workspace import Workspace
+
+TINY_SITES_YAML = """\
+task: liver
+sites:
+  - {name: north, role: source, dicom_dir: incoming/north/dicom, labels_dir: incoming/north/labels,
+     split: {n_train: 3, n_val: 1}}
+  - {name: east, role: target, dicom_dir: incoming/east/dicom, labels_dir: incoming/east/labels,
+     split: {n_train: 2, n_val: 1}}
+"""
+
+# Distinctive fake PHI the generator writes into every study (see tl_med.data.synthetic).
+PHI_MARKERS = ("ZZFAKE", "FAKEPID", "ZZACC", "Synthetic General Hospital", "ZZSTATION", "ZZSERIAL",
+               "ZZDOC", "ZZSTUDY", "ZZSERIES")
+
+
+@pytest.fixture(scope="session")
+def tiny_incoming(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Raw tiny sites (DICOM + labels), generated once per session; copy before modifying."""
+    root = tmp_path_factory.mktemp("incoming")
+    generate_sites(root, TINY_SITES, seed=0, downsample=4)
+    return root
+
+
+def make_workspace(root: Path, incoming: Path) -> tuple[Workspace, Path]:
+    ws = Workspace(root).ensure()
+    shutil.rmtree(ws.incoming)
+    shutil.copytree(incoming, ws.incoming)
+    sites_file = root / "sites.yaml"
+    sites_file.write_text(TINY_SITES_YAML)
+    return ws, sites_file
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, tiny_incoming: Path) -> tuple[Workspace, Path]:
+    """A fresh workspace holding a copy of the tiny sites and their sites.yaml."""
+    return make_workspace(tmp_path / "ws", tiny_incoming)
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory: pytest.TempPathFactory, tiny_incoming: Path) -> tuple[Workspace, Path]:
+    """A session workspace whose tiny sites are already ingested (read-only use, please)."""
+    ws, sites_file = make_workspace(tmp_path_factory.mktemp("ingested") / "ws", tiny_incoming)
+    sites = load_sites(sites_file, ws.root)
+    for site in sites.sites:
+        ingest_site(site, ws, task=sites.task)
+    return ws, sites_file
+
+
+@pytest.fixture
+def tiny_cfg() -> PipelineConfig:
+    return PipelineConfig.profile("tiny")
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Tracker:
+    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tlmed-test", artifact_root=tmp_path / "artifacts")

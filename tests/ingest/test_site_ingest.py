@@ -1,0 +1,123 @@
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from monai.data import load_decathlon_datalist
+
+from tests.conftest import PHI_MARKERS
+from tl_med.errors import InputError
+from tl_med.ingest.site import ingest_site
+from tl_med.manifests import load_manifest, manifest_hash
+from tl_med.sites import load_sites
+
+
+def _site(ws, sites_file, name="east"):
+    return load_sites(sites_file, ws.root).get(name)
+
+
+def _write_sr(path: Path) -> None:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.Modality = "SR"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_clean_site_converts_everything_and_manifest_is_a_decathlon_datalist(workspace):
+    ws, sites_file = workspace
+    result = ingest_site(_site(ws, sites_file), ws, task="liver")
+    summary = result.report.summary()
+    assert summary["reconciled"] and summary["quarantined"] == 0 and summary["skipped"] == 0
+    assert summary["inputs"] == summary["converted"] == 5 * 10 + 5  # 5 studies × 10 slices + 5 labels
+    manifest = load_manifest(result.manifest_path)
+    assert (len(manifest.training), len(manifest.validation), len(manifest.test)) == (2, 1, 2)
+    items = load_decathlon_datalist(result.manifest_path, data_list_key="training")
+    assert all(Path(i["image"]).is_file() and Path(i["label"]).is_file() for i in items)
+    case = manifest.training[0]
+    assert case.manufacturer == "GE MEDICAL SYSTEMS" and case.orientation == "LPS"
+    assert case.spacing == (6.0, 6.0, 20.0) and case.acquisition["KVP"] == "100.0"
+
+
+def test_ingest_is_idempotent(workspace):
+    ws, sites_file = workspace
+    first = manifest_hash(ingest_site(_site(ws, sites_file), ws, task="liver").manifest_path)
+    second = manifest_hash(ingest_site(_site(ws, sites_file), ws, task="liver").manifest_path)
+    assert first == second
+
+
+def test_bad_inputs_are_quarantined_with_reasons_and_the_rest_ingests(workspace):
+    ws, sites_file = workspace
+    site = _site(ws, sites_file)
+    dicom = site.dicom_dir
+    (dicom / "notes.txt").write_text("not dicom at all")
+    victim = sorted((dicom / "study_0001" / "series_1").iterdir())[0]
+    (dicom / "truncated").write_bytes(victim.read_bytes()[:300])
+    _write_sr(dicom / "report_sr")
+    gap_series = dicom / "study_0002" / "series_1"
+    sorted(gap_series.iterdir())[4].unlink()  # a missing slice in the middle
+    bad_label = site.labels_dir / "extra-values.nii.gz"
+    label = sorted(site.labels_dir.iterdir())[0]
+    img = nib.load(label)
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(data, img.affine), label)  # a label with an unexpected value
+    shutil.copy(label, bad_label)  # a label that matches no series
+
+    result = ingest_site(site, ws, task="liver")
+    s = result.report.summary()
+    assert s["reconciled"] and s["skipped"] == 1
+    reasons = {o.file: o.reason for o in result.report.quarantined}
+    assert "not a DICOM file" in reasons["dicom/notes.txt"]
+    assert "no usable geometry" in reasons["dicom/truncated"]
+    assert any("uneven slice spacing" in r for f, r in reasons.items() if "study_0002" in f)
+    assert "unexpected values [7]" in reasons[f"labels/{label.name}"]
+    assert "matches no ingested series" in reasons["labels/extra-values.nii.gz"]
+    manifest = load_manifest(result.manifest_path)
+    assert manifest.n_labelled == 3 and len(manifest.unlabelled) == 1  # 5 studies - 1 refused - 1 bad label
+
+
+def test_no_phi_reaches_outputs(workspace):
+    ws, sites_file = workspace
+    site = _site(ws, sites_file)
+    ingest_site(site, ws, task="liver")
+    first = next(site.dicom_dir.rglob("IM*"))
+    ds = pydicom.dcmread(first)
+    secrets = list(PHI_MARKERS) + [ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                                   ds.FrameOfReferenceUID, ds.StudyDate, ds.PatientBirthDate]
+    outputs = [p for d in (ws.data, ws.manifests, ws.reports) for p in d.rglob("*") if p.is_file()]
+    assert outputs
+    for path in outputs:
+        blob = path.read_bytes()
+        if path.suffix == ".gz":
+            import gzip
+
+            blob = gzip.decompress(blob)
+        for secret in secrets:
+            assert secret.encode() not in blob, f"{secret!r} leaked into {path.relative_to(ws.root)}"
+        assert not any(s in str(path) for s in secrets)
+    header = nib.load(next((ws.data / "east" / "images").iterdir())).header
+    assert header["descrip"].item() == b"" and header["aux_file"].item() == b""
+
+
+def test_missing_or_empty_site_folder_is_a_clear_error(workspace):
+    ws, sites_file = workspace
+    site = _site(ws, sites_file)
+    shutil.rmtree(site.dicom_dir)
+    import pytest
+
+    from tl_med.errors import InputError
+
+    with pytest.raises(InputError, match=r"site 'east': DICOM folder .* does not exist"):
+        ingest_site(site, ws, task="liver")
+    site.dicom_dir.mkdir(parents=True)
+    with pytest.raises(InputError, match="is empty"):
+        ingest_site(site, ws, task="liver")
