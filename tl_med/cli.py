@@ -25,7 +25,7 @@ from tl_med.workspace import Workspace, resolve_workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Per-site transfer learning for medical-image segmentation.")
-console = Console()
+console = Console(width=max(shutil.get_terminal_size((140, 24)).columns, 140))
 
 REPO_SITES = Path(__file__).resolve().parent.parent / "data_manifests" / "sites.yaml"
 
@@ -46,11 +46,11 @@ def _print_results(outcome, ws: Workspace, seconds: float) -> None:
     from tl_med.results import HEADERS, result_rows
 
     src = outcome.source
-    console.print(f"\nSource model [bold]{src.model_name}[/] v{src.model_version}: test Dice "
+    console.print(f"\nSource model {src.model_name} v{src.model_version}: test Dice "
                   f"{src.test_dice:.3f} at site {src.site} (run {src.run_id})")
     table = Table(title="Per-site adaptation (test split of each target site)")
     for h in HEADERS:
-        table.add_column(h, justify="right" if "Dice" in h or h == "gain" else "left")
+        table.add_column(h, justify="right" if "Dice" in h or h == "gain" else "left", no_wrap=True)
     for row in result_rows(outcome.sites):
         table.add_row(*row)
     console.print(table)

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -50,6 +51,25 @@ def code_version() -> str:
         return f"{sha}{'+dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return f"tl_med-{tl_med.__version__}"
+
+
+@contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block, then restore the previous global state.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; both are put back.
+    """
+    before_env = os.environ.get("MLFLOW_TRACKING_URI")
+    before = mlflow.get_tracking_uri() if before_env else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            mlflow.tracking._tracking_service.utils._tracking_uri = None  # back to "unset"
+        else:
+            mlflow.set_tracking_uri(before)
 
 
 class Tracker:
@@ -118,12 +138,19 @@ class Tracker:
         self.client.log_figure(run_id, figure, path)
 
     def log_dataset(self, run_id: str, manifest_path: Path, digest: str, context: str) -> None:
-        """Record a manifest as the run's dataset (lineage in the UI's Datasets column)."""
+        """Record one split of a manifest as a run input (lineage in the UI's Datasets column).
+
+        Each split is its own dataset (``<site>-<context>``, digest from the manifest hash and the
+        split), since MLflow keeps a dataset only once per run.
+        """
+        import hashlib
+
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.data.sources import LocalArtifactDatasetSource
 
+        split_digest = hashlib.sha256(f"{digest}:{context}".encode()).hexdigest()[:36]
         ds = MetaDataset(source=LocalArtifactDatasetSource(str(manifest_path)),
-                         name=manifest_path.stem, digest=digest[:36])
+                         name=f"{manifest_path.stem}-{context}", digest=split_digest)
         self.client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
                                                               tags=[InputTag("mlflow.data.context", context)])])
 
@@ -143,8 +170,7 @@ class Tracker:
 
     def log_model(self, run_id: str, model: torch.nn.Module, input_example: np.ndarray) -> str:
         """Log the network for inference (pt2 format, signature from ``input_example``)."""
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=run_id, nested=True):
+        with _fluent_uri(self.tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
             info = mlflow.pytorch.log_model(
                 model.eval().cpu(), name="model", input_example=input_example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "monai"],
@@ -158,9 +184,10 @@ class Tracker:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description=f"tl_med site model ({name})")
-        version = self.client.create_model_version(name, model_uri, run_id=run_id,
-                                                   tags={k: str(v) for k, v in tags.items()},
-                                                   description=description)
+        with _fluent_uri(self.tracking_uri):  # MLflow resolves models:/m-… sources via the global URI
+            version = self.client.create_model_version(name, model_uri, run_id=run_id,
+                                                       tags={k: str(v) for k, v in tags.items()},
+                                                       description=description)
         try:
             self.client.set_registered_model_alias(name, alias, version.version)
         except BaseException:

@@ -1,0 +1,46 @@
+import torch
+from monai.data import DataLoader
+
+from tl_med.data.transforms import cached_dataset
+from tl_med.manifests import datalist
+from tl_med.models.zoo import build_network
+from tl_med.train import fit, seed_everything
+
+
+def _train_once(ws, cfg, epochs=3):
+    seed_everything(cfg.seed)
+    items = datalist(ws.site_manifest("north"), "training")
+    loader = DataLoader(cached_dataset(items, cfg.preprocess, ws.cache, augment=True), batch_size=2,
+                        shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
+    val = DataLoader(cached_dataset(datalist(ws.site_manifest("north"), "validation"), cfg.preprocess, ws.cache))
+    model = build_network(cfg.network)
+    logs = []
+    result = fit(model, loader, val, torch.optim.AdamW(model.parameters(), lr=1e-2), epochs=epochs,
+                 device=torch.device("cpu"), on_epoch=logs.append)
+    return model, result, logs
+
+
+def test_fit_logs_every_epoch_and_keeps_the_best_weights(ingested, tiny_cfg):
+    ws, _ = ingested
+    model, result, logs = _train_once(ws, tiny_cfg)
+    assert [log.epoch for log in logs] == [0, 1, 2]
+    assert logs[-1].train_loss < logs[0].train_loss
+    best = max(range(3), key=lambda e: logs[e].val_dice)
+    assert result.best_epoch == best and result.best_val_dice == logs[best].val_dice
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.best_state.items())
+
+
+def test_same_seed_same_weights_on_cpu(ingested, tiny_cfg):
+    ws, _ = ingested
+    a, _, _ = _train_once(ws, tiny_cfg, epochs=2)
+    b, _, _ = _train_once(ws, tiny_cfg, epochs=2)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_preprocessing_gives_the_configured_grid_for_every_site(ingested, tiny_cfg):
+    ws, _ = ingested
+    for site in ("north", "east"):
+        item = cached_dataset(datalist(ws.site_manifest(site), "test"), tiny_cfg.preprocess, ws.cache)[0]
+        assert tuple(item["image"].shape) == (1, *tiny_cfg.preprocess.spatial_size)
+        assert set(item["label"].unique().tolist()) <= {0.0, 1.0} and item["label"].sum() > 0
+    assert any((ws.cache).rglob("*.pt"))  # the deterministic prefix was cached on disk
