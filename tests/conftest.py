@@ -14,14 +14,7 @@ from tl_med.sites import load_sites
 from tl_med.tracking import Tracker
 from tl_med.workspace import Workspace
 
-TINY_SITES_YAML = """\
-task: liver
-sites:
-  - {name: north, role: source, dicom_dir: incoming/north/dicom, labels_dir: incoming/north/labels,
-     split: {n_train: 3, n_val: 1}}
-  - {name: east, role: target, dicom_dir: incoming/east/dicom, labels_dir: incoming/east/labels,
-     split: {n_train: 2, n_val: 1}}
-"""
+TINY_SITES_YAML = (Path(__file__).resolve().parent.parent / "data_manifests" / "sites-tiny.yaml").read_text()
 
 # Distinctive fake PHI the generator writes into every study (see tl_med.data.synthetic).
 PHI_MARKERS = ("ZZFAKE", "FAKEPID", "ZZACC", "Synthetic General Hospital", "ZZSTATION", "ZZSERIAL",

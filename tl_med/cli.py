@@ -27,7 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Per-site transfer learning for medical-image segmentation.")
 console = Console(width=max(shutil.get_terminal_size((140, 24)).columns, 140))
 
-REPO_SITES = Path(__file__).resolve().parent.parent / "data_manifests" / "sites.yaml"
+REPO_MANIFESTS = Path(__file__).resolve().parent.parent / "data_manifests"
+REPO_SITES = REPO_MANIFESTS / "sites.yaml"
 
 WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace root "
                          "(default: $TL_MED_HOME or ./tlmed-workspace).")]
@@ -90,7 +91,9 @@ def _run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets:
 
 @app.command()
 def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data and training seed."),
-         profile: ProfileOpt = "demo", config: ConfigOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+         profile: ProfileOpt = "demo", config: ConfigOpt = None,
+         sites: Annotated[Optional[Path], typer.Option("--sites", help="Site registry (default: "
+                          "data_manifests/sites.yaml, or sites-tiny.yaml with --profile tiny).")] = None) -> None:
     """Generate three synthetic hospital sites (DICOM) and run the whole pipeline on them."""
     from tl_med.data.synthetic import DEMO_SITES, TINY_SITES, generate_sites
 
@@ -107,7 +110,8 @@ def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data 
         for old in ws.incoming.glob(".generated-*"):
             old.unlink()
         marker.touch()
-    _run_pipeline(ws, sites, _config(profile, config, seed), None, "manual")
+    registry = sites or (REPO_MANIFESTS / ("sites-tiny.yaml" if profile == "tiny" else "sites.yaml"))
+    _run_pipeline(ws, registry, _config(profile, config, seed), None, "manual")
 
 
 @app.command()

@@ -1,0 +1,52 @@
+"""The tl-med command as a user runs it: a subprocess, its exit status and its output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def tl_med(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "tl_med.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--site", "nowhere"], "error: unknown site 'nowhere' (known sites: north, east)"),
+    (["run", "--site", "north"], "error: site 'north' is the source site; pick a target site (east)"),
+])
+def test_bad_site_is_one_line_and_exit_2(workspace, args, message):
+    ws, sites_file = workspace
+    proc = tl_med(*args, "--workspace", str(ws.root), "--sites", str(sites_file))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+    assert not ws.mlflow_db.exists()
+
+
+def test_missing_data_folder_is_one_line_and_exit_2(tmp_path):
+    proc = tl_med("run", "--workspace", str(tmp_path / "empty"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "site 'north': DICOM folder" in lines[0] and "missing or empty" in lines[0]
+
+
+def test_ingest_command_reports_reconciled_counts(workspace):
+    ws, sites_file = workspace
+    proc = tl_med("ingest", "--site", "east", "--workspace", str(ws.root), "--sites", str(sites_file))
+    assert proc.returncode == 0, proc.stderr
+    assert "east: 55 inputs = 55 converted + 0 skipped + 0 quarantined; 5 labelled cases" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_demo_tiny_profile_end_to_end(tmp_path):
+    """The main job, as a newcomer runs it (tiny profile): real Prefect temporary server and MLflow."""
+    proc = tl_med("demo", "--profile", "tiny", "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Per-site adaptation" in proc.stdout and "east" in proc.stdout
+    assert "tl-med ui --workspace" in proc.stdout and "prefect server start" in proc.stdout
+    assert not (tmp_path / "mlflow.db").exists()  # nothing written outside the workspace
