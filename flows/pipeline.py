@@ -16,7 +16,8 @@ from tl_med.config import PipelineConfig
 from tl_med.ingest.site import ingest_site
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SitesConfig, load_sites
-from tl_med.stages import PretrainResult, SiteResult, StageContext, adapt_site, pretrain_source, warm_cache
+from tl_med.stages import (PretrainResult, SiteResult, StageContext, adapt_site, check_trainable,
+                           pretrain_source, warm_cache)
 from tl_med.tracking import Tracker
 from tl_med.workspace import Workspace
 
@@ -59,9 +60,11 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
     cfg = PipelineConfig.model_validate(config or {})
     sites: SitesConfig = load_sites(Path(sites_file), Path(workspace))
     chosen = [sites.get(t) for t in targets] if targets else sites.targets
-    _context(workspace, cfg.model_dump(mode="json"), trigger).tracker.experiment_id  # create once
     config_json = cfg.model_dump(mode="json")
     manifests = {s.name: ingest(workspace, sites_file, s.name) for s in [sites.source, *chosen]}
+    for name, manifest in manifests.items():  # refuse untrainable sites before anything reaches MLflow
+        check_trainable(Path(manifest), name, None if name == sites.source.name else cfg.adapt.n_labelled)
+    _context(workspace, config_json, trigger).tracker.experiment_id  # create once, before fan-out
     for manifest in manifests.values():
         preprocess(workspace, config_json, manifest)
     source = pretrain(workspace, config_json, sites.source.name, manifests[sites.source.name], trigger)

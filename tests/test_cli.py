@@ -35,6 +35,20 @@ def test_missing_data_folder_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "site 'north': DICOM folder" in lines[0] and "missing or empty" in lines[0]
 
 
+@pytest.mark.e2e
+def test_site_without_labels_fails_before_anything_reaches_mlflow(workspace):
+    import shutil
+
+    ws, sites_file = workspace
+    shutil.rmtree(ws.incoming / "east" / "labels")
+    proc = tl_med("run", "--workspace", str(ws.root), "--sites", str(sites_file), "--profile", "tiny")
+    assert proc.returncode == 2
+    # Prefect's own log lines surround it (its temporary server logs its shutdown at exit)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: site 'east' has no labelled training studies")
+    assert not ws.mlflow_db.exists()
+
+
 def test_ingest_command_reports_reconciled_counts(workspace):
     ws, sites_file = workspace
     proc = tl_med("ingest", "--site", "east", "--workspace", str(ws.root), "--sites", str(sites_file))

@@ -82,9 +82,12 @@ class SiteManifest(BaseModel):
 
 
 def assign_splits(labelled: list[CaseEntry], n_train: int, n_val: int) -> dict[str, tuple[CaseEntry, ...]]:
-    """Deterministic split: labelled cases ordered by their keyed-hash id; first ``n_train`` train,
-    next ``n_val`` validation, the rest test. The id order is pseudo-random but stable."""
-    ordered = sorted(labelled, key=lambda c: c.case_id)
+    """Deterministic split: labelled cases in the order of their image's content hash; first
+    ``n_train`` train, next ``n_val`` validation, the rest test.
+
+    The order is pseudo-random, depends only on the data (not on the workspace's secret key), and
+    so the same inputs give the same splits, and the same results, in any workspace."""
+    ordered = sorted(labelled, key=lambda c: (c.image_sha256, c.case_id))
     return {"training": tuple(ordered[:n_train]),
             "validation": tuple(ordered[n_train:n_train + n_val]),
             "test": tuple(ordered[n_train + n_val:])}

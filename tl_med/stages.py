@@ -24,7 +24,7 @@ from tl_med.config import PipelineConfig, TrainConfig, flatten
 from tl_med.data.transforms import cached_dataset
 from tl_med.errors import InputError
 from tl_med.evaluate import CaseMetrics, evaluate_cases
-from tl_med.manifests import datalist, load_manifest, manifest_hash
+from tl_med.manifests import datalist, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
 from tl_med.models.zoo import build_network, resolve_device
 from tl_med.plots import learning_curve
@@ -32,7 +32,8 @@ from tl_med.tracking import Tracker, code_version, registered_model_name
 from tl_med.train import FitResult, fit, seed_everything
 from tl_med.workspace import Workspace
 
-__all__ = ["StageContext", "PretrainResult", "SiteResult", "pretrain_source", "adapt_site", "warm_cache"]
+__all__ = ["StageContext", "PretrainResult", "SiteResult", "pretrain_source", "adapt_site", "warm_cache",
+           "check_trainable"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,9 @@ def warm_cache(ws: Workspace, cfg: PipelineConfig, manifest_path: Path) -> int:
     return len(ds)
 
 
-def _splits(manifest_path: Path, site: str, n_labelled: int | None = None) -> dict[str, list[dict]]:
-    """Training/validation/test items, refusing sites that cannot be trained or evaluated."""
+def check_trainable(manifest_path: Path, site: str, n_labelled: int | None = None) -> dict[str, list[dict]]:
+    """Training/validation/test items, refusing (:class:`InputError`) sites that cannot be trained or
+    evaluated. Flows call it for every site before anything is written to MLflow."""
     splits = {s: datalist(manifest_path, s) for s in ("training", "validation", "test")}
     if n_labelled is not None:
         splits["training"] = splits["training"][:n_labelled]
@@ -155,7 +157,7 @@ def _optimizer(groups: list[dict], lr: float, weight_decay: float) -> torch.opti
 
 def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> PretrainResult:
     """Train the network on the source site, evaluate it, log it and register it (``challenger``)."""
-    splits = _splits(manifest_path, site)
+    splits = check_trainable(manifest_path, site)
     tc: TrainConfig = ctx.cfg.pretrain
     name = registered_model_name(ctx.cfg.task, site)
     with ctx.tracker.run(f"pretrain-{site}", tags=_tags(ctx, site, manifest_path, role="source",
@@ -190,9 +192,8 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     baselines' test metrics on the same test manifest as version tags.
     """
     ac = ctx.cfg.adapt
-    splits = _splits(manifest_path, site, ac.n_labelled)
+    splits = check_trainable(manifest_path, site, ac.n_labelled)
     state = load_state(pretrained, ctx.tracker)
-    load_manifest(manifest_path)
     strategy = build_strategy(ac)
     name = registered_model_name(ctx.cfg.task, site)
     tracker = ctx.tracker

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,8 +124,6 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
-        import time
-
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if v is not None and np.isfinite(v)]

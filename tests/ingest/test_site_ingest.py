@@ -121,3 +121,14 @@ def test_missing_or_empty_site_folder_is_a_clear_error(workspace):
     site.dicom_dir.mkdir(parents=True)
     with pytest.raises(InputError, match="is empty"):
         ingest_site(site, ws, task="liver")
+
+
+def test_splits_depend_on_the_data_not_on_the_deid_key(workspace):
+    ws, sites_file = workspace
+    site = _site(ws, sites_file)
+
+    def split_shas(key: bytes) -> list[str]:
+        manifest = load_manifest(ingest_site(site, ws, task="liver", key=key).manifest_path)
+        return [c.image_sha256 for c in (*manifest.training, *manifest.validation, *manifest.test)]
+
+    assert split_shas(b"a" * 32) == split_shas(b"b" * 32)
