@@ -66,10 +66,6 @@ class Workspace:
         return self.root / "cache"
 
     @property
-    def quarantine(self) -> Path:
-        return self.root / "quarantine"
-
-    @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"
 
@@ -95,8 +91,7 @@ class Workspace:
 
     def ensure(self) -> "Workspace":
         """Create the workspace directories (idempotent) and return ``self``."""
-        for d in (self.incoming, self.data, self.manifests, self.reports, self.cache,
-                  self.quarantine, self.prefect_home, self.mlflow_artifacts, self.root / "secrets"):
+        for d in (self.incoming, self.data, self.manifests, self.reports, self.cache, self.prefect_home, self.mlflow_artifacts, self.root / "secrets"):
             d.mkdir(parents=True, exist_ok=True)
         return self
 
