@@ -18,7 +18,7 @@ import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 
-__all__ = ["CaseMetrics", "evaluate_cases"]
+__all__ = ["CaseMetrics", "evaluate_cases", "dice_per_case"]
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,42 @@ class CaseMetrics:
         return buf.getvalue()
 
 
+def _predict(model: torch.nn.Module, batch: dict, device: torch.device,
+             n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot prediction (argmax over classes) and one-hot ground truth of a batch."""
+    image, label = batch["image"].to(device), batch["label"].to(device).long()
+    return one_hot(model(image).argmax(dim=1, keepdim=True), n_classes), one_hot(label, n_classes)
+
+
+def _dice_metric() -> DiceMetric:
+    """Foreground Dice per case; an empty-vs-empty case counts as 1."""
+    return DiceMetric(include_background=False, reduction="none", ignore_empty=False)
+
+
+@torch.no_grad()
+def dice_per_case(model: torch.nn.Module, loader: Iterable[dict], device: torch.device,
+                  n_classes: int = 2) -> list[float]:
+    """Foreground Dice of each case of ``loader`` (validation during training)."""
+    model.eval()
+    dice = _dice_metric()
+    scores: list[float] = []
+    for batch in loader:
+        scores.extend(dice(*_predict(model, batch, device, n_classes)).mean(dim=1).cpu().tolist())
+    return scores
+
+
 @torch.no_grad()
 def evaluate_cases(model: torch.nn.Module, loader: Iterable[dict], device: torch.device,
                    spacing: tuple[float, float, float], n_classes: int = 2) -> CaseMetrics:
     """Per-case foreground Dice and HD95 (mm, on the preprocessed grid) of ``model`` on ``loader``."""
     model.eval().to(device)
-    dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
+    dice = _dice_metric()
     hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
     ids: list[str] = []
     d_all: list[float] = []
     h_all: list[float] = []
     for batch in loader:
-        image, label = batch["image"].to(device), batch["label"].to(device).long()
-        pred = one_hot(model(image).argmax(dim=1, keepdim=True), n_classes)
-        truth = one_hot(label, n_classes)
+        pred, truth = _predict(model, batch, device, n_classes)
         d_all.extend(dice(pred, truth).mean(dim=1).cpu().tolist())
         h_all.extend(hd(pred, truth, spacing=list(spacing)).mean(dim=1).cpu().tolist())
         ids.extend(batch["case_id"])

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
-from monai.networks.utils import one_hot
 
-__all__ = ["EpochLog", "FitResult", "fit", "dice_per_case", "seed_everything"]
+from tl_med.evaluate import dice_per_case
+
+__all__ = ["EpochLog", "FitResult", "fit", "seed_everything"]
 
 
 @dataclass(frozen=True)
@@ -39,31 +39,11 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None = None
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (MONAI's ``set_determinism``); returns a seeded generator."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (MONAI's ``set_determinism``)."""
     from monai.utils import set_determinism
 
     set_determinism(seed=seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def _labels(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch["image"].to(device), batch["label"].to(device).long()
-
-
-@torch.no_grad()
-def dice_per_case(model: torch.nn.Module, loader: Iterable[dict], device: torch.device,
-                  n_classes: int = 2) -> list[float]:
-    """Foreground Dice of each case (MONAI ``DiceMetric``); an empty-vs-empty case counts as 1."""
-    model.eval()
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
-    scores: list[float] = []
-    for batch in loader:
-        image, label = _labels(batch, device)
-        pred = model(image).argmax(dim=1, keepdim=True)
-        d = metric(one_hot(pred, n_classes), one_hot(label, n_classes))
-        scores.extend(d.mean(dim=1).cpu().tolist())
-    return scores
 
 
 def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dict] | None,
@@ -81,7 +61,7 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
         model.train()
         total, steps = 0.0, 0
         for batch in train_loader:
-            image, label = _labels(batch, device)
+            image, label = batch["image"].to(device), batch["label"].to(device).long()
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(image), label)
             loss.backward()
