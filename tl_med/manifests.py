@@ -15,8 +15,9 @@ Schema (``tl_med.manifest/1``), one JSON file per site::
 Paths are relative to the manifest's folder, so ``monai.data.load_decathlon_datalist`` reads the
 file directly. Each case also carries ``image_sha256``/``label_sha256`` (of the converted files),
 ``shape``, ``spacing`` (mm), ``orientation`` (axis codes), ``modality``, ``manufacturer``,
-``model`` and ``acquisition`` (kVp, kernel, field strength, TR/TE, slice thickness): the facts
-that explain domain shift. No name, ID, date, UID or free text is ever written here.
+``model`` and ``acquisition`` (kVp, kernel, field strength, TR/TE, slice thickness, contrast
+yes/no): the facts that explain domain shift; ``source`` (``dicom`` or ``nifti``) and, when the
+site's geometry policy is ``resample``, ``resampled`` (what was wrong and what was done). No name, ID, date, UID or free text is ever written here.
 The manifest hash (:func:`manifest_hash`) identifies the data of every run.
 """
 
@@ -26,7 +27,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -54,6 +55,8 @@ class CaseEntry(BaseModel):
     manufacturer: str = ""
     model: str = ""
     acquisition: dict[str, str] = {}
+    source: Literal["dicom", "nifti"] = "dicom"
+    resampled: str | None = None
 
 
 class SiteManifest(BaseModel):

@@ -9,19 +9,36 @@ Example ``sites.yaml``::
         dicom_dir: incoming/north/dicom   # relative paths are relative to the workspace root
         labels_dir: incoming/north/labels
         split: {n_train: 28, n_val: 4}    # the rest of the labelled cases is the test split
+        ingest:                           # optional; these are the defaults
+          geometry: refuse                # gaps/uneven spacing/tilt: refuse | resample (flagged)
+          dates: remove                   # de-identified DICOM dates: remove | shift (per patient)
+          keep_dicom: false               # also keep de-identified DICOM for re-export
+          compresslevel: 1                # gzip level of the NIfTI output (0: uncompressed .nii)
+          workers: 0                      # processes for header reads and conversion (0: all cores)
+      - name: lakeside                    # a site defined by existing NIfTI data instead of DICOM
+        datalist: incoming/lakeside/datalist.json  # decathlon-style {"training": [{image, label}]}
+
+A ``datalist`` site's images and labels are validated like converted DICOM (finite affine, 3-D,
+label grid and values) and copied into the workspace with clean headers under keyed case ids.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tl_med.config import load_yaml_model
 from tl_med.errors import InputError
 
-__all__ = ["SplitSpec", "SiteConfig", "SitesConfig", "load_sites"]
+GeometryPolicy = Literal["refuse", "resample"]
+DatePolicy = Literal["remove", "shift"]
+
+__all__ = ["SplitSpec", "IngestOptions", "SiteConfig", "SitesConfig", "load_sites"]
 
 
 class _Frozen(BaseModel):
@@ -35,14 +52,41 @@ class SplitSpec(_Frozen):
     n_val: int = Field(2, ge=0)
 
 
+class IngestOptions(_Frozen):
+    """How a site's data are ingested (data-governance and geometry policies)."""
+
+    geometry: GeometryPolicy = "refuse"
+    dates: DatePolicy = "remove"
+    keep_dicom: bool = False
+    compresslevel: int = Field(1, ge=0, le=9)
+    workers: int = Field(0, ge=0)
+
+    def result_hash(self) -> str:
+        """Identity of the options that change the output (not ``workers``)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"workers"}), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def n_workers(self) -> int:
+        return self.workers or max(1, len(os.sched_getaffinity(0)))
+
+
 class SiteConfig(_Frozen):
-    """One hospital site."""
+    """One hospital site: DICOM (``dicom_dir`` + ``labels_dir``) or NIfTI (``datalist``)."""
 
     name: str
     role: Literal["source", "target"] = "target"
-    dicom_dir: Path
-    labels_dir: Path
+    dicom_dir: Path | None = None
+    labels_dir: Path | None = None
+    datalist: Path | None = None
+    modality: str = Field("unknown", description="modality of a datalist site's images (DICOM sites read it)")
     split: SplitSpec = SplitSpec()
+    ingest: IngestOptions = IngestOptions()
+
+    @model_validator(mode="after")
+    def _one_source_of_data(self) -> "SiteConfig":
+        if (self.dicom_dir is None) == (self.datalist is None):
+            raise ValueError(f"site '{self.name}': give either dicom_dir (with labels_dir) or datalist")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -54,8 +98,8 @@ class SiteConfig(_Frozen):
     def resolve(self, root: Path) -> "SiteConfig":
         """Return a copy whose relative paths are made absolute against ``root``."""
         return self.model_copy(update={
-            "dicom_dir": (root / self.dicom_dir).resolve(),
-            "labels_dir": (root / self.labels_dir).resolve(),
+            k: (root / getattr(self, k)).resolve()
+            for k in ("dicom_dir", "labels_dir", "datalist") if getattr(self, k) is not None
         })
 
 

@@ -1,49 +1,141 @@
-"""Read a sorted stack's pixels, apply RescaleSlope/Intercept per slice, write a clean NIfTI."""
+"""Read a stack's pixels, apply RescaleSlope/Intercept per frame, and write a clean NIfTI.
+
+Uncompressed little-endian planes are read straight from their byte offset (no second header
+parse); everything else (JPEG lossless/baseline, JPEG 2000, JPEG-LS, RLE, big-endian, deflated)
+is decoded by pydicom's pixel decoders, with pylibjpeg plugins for the compressed syntaxes.
+"""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
+from scipy import ndimage
 
-from tl_med.ingest.geometry import SeriesGeometry
+from tl_med.ingest.geometry import Correction, SeriesGeometry
+from tl_med.ingest.header import Frame
 
-__all__ = ["read_volume", "write_nifti", "file_sha256"]
+__all__ = ["Volume", "read_volume", "write_nifti", "file_sha256", "read_plane"]
 
 
-def read_volume(geom: SeriesGeometry) -> np.ndarray:
-    """The stack as an array of shape (columns, rows, slices) in physical units.
+def _decoded(path: Path) -> np.ndarray:
+    """All frames of a file decoded by pydicom, shape (frames, rows, columns)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+        ds.pixel_array_options(as_rgb=False)
+        arr = ds.pixel_array
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    return arr.reshape(n, int(ds.Rows), int(ds.Columns))
 
-    Values stay int16 when every slice's rescale gives integers in range, else float32.
+
+def read_plane(frame: Frame, cache: dict[Path, np.ndarray]) -> np.ndarray:
+    """The stored values of one frame, shape (rows, columns), before rescale."""
+    if frame.native is not None:
+        offset, dtype, sign_bits = frame.native
+        plane = np.fromfile(frame.path, dtype=dtype, count=frame.rows * frame.cols, offset=offset)
+        if plane.size != frame.rows * frame.cols:
+            raise ValueError("pixel data shorter than declared")
+        if sign_bits:  # signed values stored in fewer bits than allocated: sign-extend
+            plane = (plane << sign_bits) >> sign_bits
+        return plane.reshape(frame.rows, frame.cols)
+    if frame.path not in cache:
+        cache.clear()  # multi-frame files are decoded once; keep only the latest
+        cache[frame.path] = _decoded(frame.path)
+    plane = cache[frame.path][frame.index or 0]
+    return plane if plane.dtype.isnative else plane.astype(plane.dtype.newbyteorder("="))
+
+
+def _resample(vol: np.ndarray, corr: Correction) -> np.ndarray:
+    """Shift tilted slices in-plane, then interpolate linearly onto the regular positions."""
+    vol = vol.astype(np.float32)
+    if np.any(np.abs(corr.shifts) > 1e-3):
+        for k, (dx, dy) in enumerate(corr.shifts):
+            vol[:, :, k] = ndimage.shift(vol[:, :, k], (dx, dy), order=1, mode="nearest")
+    upper = np.clip(np.searchsorted(corr.along, corr.target, side="right"), 1, len(corr.along) - 1)
+    lo, hi = corr.along[upper - 1], corr.along[upper]
+    w = np.clip((corr.target - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return vol[:, :, upper - 1] * (1 - w) + vol[:, :, upper] * w
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Voxel data of shape (columns, rows, slices), Fortran-ordered, with its NIfTI scaling.
+
+    When every frame shares one RescaleSlope/Intercept the stored values are kept as they are
+    and the rescale goes into ``scl_slope``/``scl_inter`` (what dcm2niix does: exact, and half
+    the size of floats); when they vary per frame the data are physical float32 values.
     """
-    planes = []
-    for s in geom.slices:
-        ds = pydicom.dcmread(s.path)
-        if (ds.Rows, ds.Columns) != (s.rows, s.cols):
-            raise ValueError(f"{s.rel}: Rows/Columns changed between header and pixel read")
-        arr = ds.pixel_array.astype(np.float64)
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        planes.append(arr * slope + intercept)
-    vol = np.stack(planes, axis=-1).transpose(1, 0, 2)
-    if np.all(np.mod(vol, 1) == 0) and vol.min() >= -32768 and vol.max() <= 32767:
-        return vol.astype(np.int16)
-    return vol.astype(np.float32)
+
+    data: np.ndarray
+    slope: float = 1.0
+    intercept: float = 0.0
 
 
-def write_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> Path:
-    """Write ``data`` with ``affine`` as both sform and qform; header text fields stay empty."""
+def read_volume(geom: SeriesGeometry) -> Volume:
+    """Read every frame of ``geom`` into one :class:`Volume` (resampled if the geometry says so)."""
+    cache: dict[Path, np.ndarray] = {}
+    frames = geom.frames
+    scales = {(f.slope, f.intercept) for f in frames}
+    uniform = len(scales) == 1 and geom.correction is None
+    vol: np.ndarray | None = None
+    for k, frame in enumerate(frames):
+        plane = read_plane(frame, cache)
+        if plane.shape != (frame.rows, frame.cols):
+            raise ValueError("decoded frame size differs from Rows/Columns")
+        if not uniform:
+            plane = plane.astype(np.float64) * frame.slope + frame.intercept
+        if vol is None:
+            vol = np.empty((frame.cols, frame.rows, len(frames)), order="F",
+                           dtype=plane.dtype if uniform else np.float32)
+        elif uniform and plane.dtype != vol.dtype:
+            vol = vol.astype(np.result_type(vol.dtype, plane.dtype), order="F")
+        vol[:, :, k] = plane.T
+    assert vol is not None
+    if geom.correction is not None:
+        return Volume(np.asfortranarray(_resample(vol, geom.correction)))
+    if uniform:
+        slope, intercept = scales.pop()
+        return Volume(vol, slope, intercept)
+    return Volume(vol)
+
+
+def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compresslevel: int = 1) -> Path:
+    """Write a single-file NIfTI-1 with ``affine`` as both sform and qform (code 1, scanner).
+
+    The header's text fields (``descrip``, ``aux_file``, ``intent_name``, ``db_name``) stay empty
+    so nothing identifying can ride along, and ``.nii.gz`` output carries no file name or time in
+    its gzip header, so the same input gives the same bytes on every run.
+    """
     if not np.all(np.isfinite(affine)):
         raise ValueError("non-finite affine")
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
+    vol = vol if isinstance(vol, Volume) else Volume(vol)
+    data = np.asfortranarray(vol.data)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(data.dtype)
+    hdr.set_data_shape(data.shape)
+    hdr.set_qform(affine, code=1)
+    hdr.set_sform(affine, code=1)
+    hdr.set_xyzt_units("mm", "sec")
+    if (vol.slope, vol.intercept) != (1.0, 0.0):
+        hdr.set_slope_inter(vol.slope, vol.intercept)
+    hdr["vox_offset"] = 352
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, path)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as raw:
+        out = (gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0)
+               if path.name.endswith(".gz") else raw)
+        hdr.write_to(out)  # 348 bytes and the 4-byte "no extensions" flag: data start at 352
+        out.write(memoryview(data.T).cast("B"))
+        if out is not raw:
+            out.close()
+    tmp.replace(path)
     return path
 
 

@@ -39,6 +39,8 @@ class IngestReport:
     key: bytes = field(repr=False, default=b"")
     n_inputs: int = 0
     outcomes: dict[str, FileOutcome] = field(default_factory=dict)
+    stacks_converted: int = 0
+    stacks_reused: int = 0
 
     def record(self, file: str, outcome: Outcome, reason: str = "", case_id: str = "") -> None:
         """Record a file's outcome; a quarantine or skip never gets overwritten by a later success."""
@@ -57,7 +59,16 @@ class IngestReport:
     def summary(self) -> dict[str, int | bool]:
         c, s, q = self.count("converted"), self.count("skipped"), self.count("quarantined")
         return {"inputs": self.n_inputs, "converted": c, "skipped": s, "quarantined": q,
-                "reconciled": self.n_inputs == c + s + q == len(self.outcomes)}
+                "reconciled": self.n_inputs == c + s + q == len(self.outcomes),
+                "volumes_converted_now": self.stacks_converted, "volumes_unchanged": self.stacks_reused}
+
+    def reasons(self, outcome: Outcome) -> dict[str, int]:
+        """How many files got each reason (de-identified: reasons never name a file)."""
+        counts: dict[str, int] = {}
+        for o in self.outcomes.values():
+            if o.outcome == outcome:
+                counts[o.reason] = counts.get(o.reason, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def ref(self, file: str) -> str:
         """The de-identified reference of an input path (``f`` + 12 hex of a keyed hash)."""

@@ -1,99 +1,80 @@
-"""Discover DICOM files in any folder tree and read their headers (no pixels).
+"""Discover DICOM files in any folder tree and read their headers (never their pixels).
 
-Each file becomes a :class:`SliceHeader` (an image slice with geometry), is skipped as a non-image
-object, or is quarantined with a one-line reason. Nothing here keeps identifying attributes except
-the UIDs needed for grouping, and those never leave the ingest package.
+Every file under the root is an input and gets exactly one outcome: it yields image frames
+(:class:`~tl_med.ingest.header.Frame`), is skipped as a non-image object (with why), or is
+quarantined (with why). Folders may nest freely, files need no extension, studies and series may
+be mixed in one folder, and a DICOMDIR is recorded as skipped (the files themselves are read).
+
+Reasons are one line and never echo attribute values from the file (they could be identifying).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import warnings
+from concurrent.futures import Executor
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from tl_med.ingest.deid import ACQUISITION_KEYS
+from tl_med.ingest.header import Frame, frames_of
+from tl_med.ingest.messages import safe_message
 from tl_med.ingest.report import IngestReport
 
-__all__ = ["SliceHeader", "scan_dicom_tree", "NON_IMAGE_MODALITIES"]
+__all__ = ["scan_dicom_tree", "read_headers", "safe_message", "list_inputs"]
 
-NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SEG", "PR", "KO",
-                        "ECG", "HD", "AU", "DOC", "REG", "FID", "PLAN"}
-
-
-@dataclass(frozen=True)
-class SliceHeader:
-    """The header facts of one single-frame image slice needed to build a volume."""
-
-    path: Path
-    rel: str
-    study_uid: str
-    series_uid: str
-    accession: str
-    modality: str
-    manufacturer: str
-    model: str
-    rows: int
-    cols: int
-    iop: tuple[float, ...]
-    ipp: tuple[float, float, float]
-    pixel_spacing: tuple[float, float]
-    instance_number: int
-    echo: str
-    acquisition: tuple[tuple[str, str], ...]
+def list_inputs(root: Path) -> list[Path]:
+    """Every file under ``root``, in a stable order."""
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != "DICOMDIR")
+def read_headers(path: Path, rel: str) -> list[Frame] | str:
+    """The frames in one file, or a ``skip:``/``quarantine:`` reason."""
+    if path.name.upper() == "DICOMDIR":
+        return "skip:DICOMDIR media index (the files it lists are read directly)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, defer_size=1024)
+            with open(path, "rb") as fh:
+                sha = hashlib.file_digest(fh, "sha256").hexdigest()
+            return frames_of(ds, path, rel, path.stat().st_size, sha)
+    except InvalidDicomError:
+        return "quarantine:not a DICOM file (no DICM prefix and no readable file meta)"
+    except EOFError as exc:
+        return f"quarantine:file truncated inside the header ({safe_message(exc)})"
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a quarantine, never a crash
+        return f"quarantine:unreadable DICOM header ({safe_message(exc)})"
 
 
-def _header(path: Path, rel: str) -> SliceHeader | str:
-    """A SliceHeader, or the reason the file is not a usable single-frame image slice."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    modality = str(ds.get("Modality", ""))
-    sop_name = getattr(ds.get("SOPClassUID"), "name", "")
-    if modality in NON_IMAGE_MODALITIES or (sop_name and "Image Storage" not in sop_name):
-        return f"skip:non-image object (Modality {modality or '?'}, {sop_name or 'unknown SOP class'})"
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        return "quarantine:multi-frame image (enhanced multi-frame is not supported yet)"
-    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns",
-                           "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-               if ds.get(k) in (None, "")]
-    if missing:
-        return f"quarantine:image without {', '.join(missing)} (no usable geometry)"
-    acq = tuple((k, str(ds.get(k))) for k in ACQUISITION_KEYS if ds.get(k) not in (None, ""))
-    return SliceHeader(
-        path=path, rel=rel, study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
-        accession=str(ds.get("AccessionNumber", "")), modality=modality,
-        manufacturer=str(ds.get("Manufacturer", "")), model=str(ds.get("ManufacturerModelName", "")),
-        rows=int(ds.Rows), cols=int(ds.Columns),
-        iop=tuple(float(v) for v in ds.ImageOrientationPatient),
-        ipp=tuple(float(v) for v in ds.ImagePositionPatient),  # type: ignore[arg-type]
-        pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
-        instance_number=int(ds.get("InstanceNumber", 0) or 0),
-        echo=str(ds.get("EchoNumbers", "")), acquisition=acq,
-    )
+def _read_many(items: list[tuple[Path, str]]) -> list[list[Frame] | str]:
+    return [read_headers(p, r) for p, r in items]
 
 
-def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path) -> list[SliceHeader]:
-    """Read the header of every file under ``root``; record skips and quarantines in ``report``."""
-    slices: list[SliceHeader] = []
-    for path in _files(root):
-        rel = str(path.relative_to(rel_to))
+def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Executor | None = None,
+                    files: list[Path] | None = None) -> list[Frame]:
+    """Read the header of every file under ``root`` (or of ``files``); record skips and
+    quarantines in ``report`` and return the image frames.
+
+    With a process ``pool`` the headers are read in parallel (parsing is pure Python).
+    """
+    paths = list_inputs(root) if files is None else files
+    items = [(p, str(p.relative_to(rel_to))) for p in paths]
+    if pool is not None and len(items) > 64:
+        n = 16
+        chunks = [items[i::n] for i in range(n)]
+        by_rel = {rel: res for chunk, part in zip(chunks, pool.map(_read_many, chunks))
+                  for (_, rel), res in zip(chunk, part)}
+        results = [by_rel[rel] for _, rel in items]
+    else:
+        results = _read_many(items)
+    frames: list[Frame] = []
+    for (_, rel), result in zip(items, results):
         report.n_inputs += 1
-        try:
-            result = _header(path, rel)
-        except InvalidDicomError as exc:
-            report.record(rel, "quarantined", f"not a DICOM file ({str(exc).splitlines()[0][:120]})")
-            continue
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a quarantine, never a crash
-            report.record(rel, "quarantined", f"unreadable DICOM header ({type(exc).__name__}: "
-                                              f"{str(exc).splitlines()[0][:120] if str(exc) else ''})")
-            continue
         if isinstance(result, str):
             kind, reason = result.split(":", 1)
             report.record(rel, "skipped" if kind == "skip" else "quarantined", reason)
         else:
-            slices.append(result)
-    return slices
+            frames.extend(result)
+    return frames
