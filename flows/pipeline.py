@@ -11,9 +11,11 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from tl_med.config import PipelineConfig
 from tl_med.ingest.site import ingest_site
+from tl_med.ingest.summary import ingest_markdown
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SitesConfig, load_sites
 from tl_med.stages import (PretrainResult, SiteResult, StageContext, adapt_site, check_trainable,
@@ -23,11 +25,14 @@ from tl_med.workspace import Workspace
 
 
 @task(name="ingest-site", cache_policy=NO_CACHE)
-def ingest(workspace: str, sites_file: str, site: str) -> str:
+def ingest(workspace: str, sites_file: str, site: str) -> tuple[str, int]:
+    """Ingest one site; returns its manifest path and how many inputs were quarantined."""
     ws = Workspace(Path(workspace))
     sites = load_sites(Path(sites_file), ws.root)
     result = ingest_site(sites.get(site), ws, task=sites.task)
-    return str(result.manifest_path)
+    create_markdown_artifact(markdown=ingest_markdown(result.report), key=f"ingest-{site}",
+                             description=f"Ingest report of site {site} (de-identified)")
+    return str(result.manifest_path), result.report.count("quarantined")
 
 
 @task(name="preprocess-site", cache_policy=NO_CACHE)
@@ -55,13 +60,19 @@ def adapt(workspace: str, config: dict, site: str, manifest_path: str, pretraine
 
 @flow(name="site-adaptation-pipeline", log_prints=True)
 def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | None = None,
-                             targets: list[str] | None = None, trigger: str = "manual") -> PipelineResult:
-    """Ingest every site, pretrain on the source site, adapt each target site beside its baselines."""
+                             targets: list[str] | None = None, trigger: str = "manual") -> PipelineResult | State:
+    """Ingest every site, pretrain on the source site, adapt each target site beside its baselines.
+
+    Quarantined inputs do not fail the run: it ends ``Completed`` with the message
+    ``completed with N quarantined`` (the ingest artifacts list why).
+    """
     cfg = PipelineConfig.model_validate(config or {})
     sites: SitesConfig = load_sites(Path(sites_file), Path(workspace))
     chosen = [sites.get(t) for t in targets] if targets else sites.targets
     config_json = cfg.model_dump(mode="json")
-    manifests = {s.name: ingest(workspace, sites_file, s.name) for s in [sites.source, *chosen]}
+    ingested = {s.name: ingest(workspace, sites_file, s.name) for s in [sites.source, *chosen]}
+    manifests = {name: path for name, (path, _) in ingested.items()}
+    quarantined = sum(n for _, n in ingested.values())
     for name, manifest in manifests.items():  # refuse untrainable sites before anything reaches MLflow
         check_trainable(Path(manifest), name, None if name == sites.source.name else cfg.adapt.n_labelled)
     _context(workspace, config_json, trigger).tracker.experiment_id  # create once, before fan-out
@@ -73,4 +84,6 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
     outcome = PipelineResult(source=source, sites=results)
     create_markdown_artifact(markdown=results_markdown(outcome), key="site-results",
                              description="Per-site Dice: source-only vs adapted")
+    if quarantined:  # a finished run that left inputs behind says so in its final state
+        return Completed(message=f"completed with {quarantined} quarantined", data=outcome)
     return outcome

@@ -78,15 +78,20 @@ def _run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets:
             known = ", ".join(t.name for t in sites.targets)
             raise TlMedError(f"site '{s.name}' is the source site; pick a target site ({known})")
     for s in [sites.source, *chosen]:
-        if not s.dicom_dir.is_dir() or not any(s.dicom_dir.rglob("*")):
+        if s.dicom_dir is not None and (not s.dicom_dir.is_dir() or not any(s.dicom_dir.rglob("*"))):
             raise TlMedError(f"site '{s.name}': DICOM folder {s.dicom_dir} is missing or empty")
     ws.activate()
     from flows.pipeline import site_adaptation_pipeline  # Prefect is imported after PREFECT_HOME is set
 
     start = time.perf_counter()
-    outcome = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file.resolve()),
-                                       config=cfg.model_dump(mode="json"), targets=targets, trigger=trigger)
+    state = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file.resolve()),
+                                     config=cfg.model_dump(mode="json"), targets=targets, trigger=trigger,
+                                     return_state=True)
+    outcome = state.result()  # raises the flow's error if it failed
     _print_results(outcome, ws, time.perf_counter() - start)
+    if state.message:
+        console.print(f"Flow run: {state.message} (see `tl-med ingest --site <name>` or the ingest "
+                      f"artifacts in the Prefect UI for why)", markup=False)
 
 
 @app.command()
@@ -135,7 +140,8 @@ def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
     result = ingest_site(registry.get(site), ws, task=registry.task)
     s = result.report.summary()
     console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
-                  f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases")
+                  f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases; "
+                  f"{s['volumes_converted_now']} volumes converted now, {s['volumes_unchanged']} unchanged")
     for q in result.report.quarantined:  # real paths go to the terminal only, never to a file
         console.print(f"  quarantined {q.file} [{result.report.ref(q.file)}]: {q.reason}", markup=False)
     console.print(f"manifest: {result.manifest_path}\nreport:   {result.report_path}")

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +120,12 @@ def _log_setup(ctx: StageContext, run_id: str, site: str, manifest_path: Path,
     t.log_text(run_id, ctx.cfg.to_yaml(), "config/pipeline.yaml")
     for context in ("train", "validation", "test"):
         t.log_dataset(run_id, manifest_path, digest, context)
+    report = ctx.ws.reports / site / "ingest-report.json"
+    if report.is_file():  # de-identified: files by keyed ref, reasons without values
+        t.log_text(run_id, report.read_text(), "data/ingest-report.json")
+        summary = json.loads(report.read_text())["summary"]
+        t.log_metrics(run_id, {f"ingest_{k}": float(summary[k]) for k in
+                               ("inputs", "converted", "skipped", "quarantined")})
 
 
 def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],

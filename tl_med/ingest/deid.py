@@ -6,7 +6,7 @@ ship with the ``dicom-anonymizer`` package; their application is ours):
 
 * ``X`` remove; ``Z`` empty (or a pseudonym for the patient); ``D`` replace with a dummy value
   of the element's VR; ``U`` remap UIDs with a keyed hash. Combined actions take the stricter
-  side that keeps the IOD valid: X/Z → Z, X/D → X, Z/D → Z, X/Z/D → Z, X/Z/U* → U for UIDs else Z.
+  side that keeps the IOD valid: X/Z → Z, X/D → X, Z/D → Z, X/Z/D → Z, X/Z/U* → U for UIDs (and sequences of references, walked) else Z.
 * Every other UID that is not a registered DICOM UID (SOP Class, Transfer Syntax ...) is remapped
   too, at any depth in sequences, so references and the Frame of Reference stay consistent.
 * Private tags are removed; so are curves (50xx) and overlay comments/data (60xx), as the table says.
@@ -132,9 +132,10 @@ class _Deidentifier:
 
     def walk(self, ds: Dataset) -> None:
         for elem in list(ds):
-            if elem.VR == "SQ" and _action(elem.tag) is None:
-                for item in elem.value:
+            if elem.VR == "SQ" and _action(elem.tag) in (None, "U", "ZU"):
+                for item in elem.value:  # U*: keep the references, remap the UIDs inside
                     self.walk(item)
+                continue
             self.element(ds, elem)
 
 
