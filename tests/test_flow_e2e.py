@@ -128,3 +128,28 @@ def test_no_planted_phi_reaches_anything_the_pipeline_writes(prefect_server, wor
     exported = pydicom.dcmread(next(ws.data.rglob("*.dcm")))
     assert exported.PatientIdentityRemoved == "YES" and "PS3.15" in exported.DeidentificationMethod
     assert exported.StudyDate and exported.StudyDate != PLANTED["StudyDate"]  # shifted, not removed
+
+
+def test_pipeline_adapts_and_registers_a_nifti_datalist_site(prefect_server, workspace, ingested, tmp_path):
+    """A target site defined only by a NIfTI datalist runs through adapt, evaluate and register."""
+    import yaml
+
+    from flows.pipeline import site_adaptation_pipeline
+    from tests.ingest.test_nifti_site import nifti_site_from
+
+    ws, sites_file = workspace
+    src_ws, _ = ingested
+    (tmp_path / "lakeside").mkdir()
+    datalist = nifti_site_from(src_ws, "east", tmp_path / "lakeside")
+    registry = yaml.safe_load(sites_file.read_text())
+    registry["sites"] = [registry["sites"][0], {"name": "lakeside", "datalist": str(datalist), "modality": "CT",
+                                                "split": {"n_train": 2, "n_val": 1}}]
+    sites_file.write_text(yaml.safe_dump(registry))
+    outcome = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file),
+                                       config=PipelineConfig.profile("tiny").model_dump(mode="json"))
+    assert [r.site for r in outcome.sites] == ["lakeside"]
+    client = MlflowClient(ws.tracking_uri)
+    version = client.get_model_version_by_alias("tlmed-liver-lakeside", "challenger")
+    run = client.get_run(version.run_id)
+    assert run.info.run_name == "lakeside-finetune" and "test_dice" in run.data.metrics
+    assert run.data.metrics["ingest_quarantined"] == 0 and run.data.metrics["ingest_converted"] == 10

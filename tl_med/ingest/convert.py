@@ -12,10 +12,12 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import nibabel as nib
 import numpy as np
 import pydicom
+from isal import igzip
 from scipy import ndimage
 
 from tl_med.ingest.geometry import Correction, SeriesGeometry
@@ -106,6 +108,17 @@ def read_volume(geom: SeriesGeometry) -> Volume:
     return Volume(vol)
 
 
+def _gzip_writer(raw: BinaryIO, level: int) -> BinaryIO:
+    """A gzip stream with no file name and time 0 in its header (same bytes every run).
+
+    Levels 1-3 use ISA-L (``isal``; standard gzip, about 3x faster than zlib at a similar ratio:
+    level 1 ~ zlib 1, level 3 ~ zlib 6); levels 4-9 use zlib.
+    """
+    if level <= 3:
+        return igzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=max(level, 0), mtime=0)
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0)
+
+
 def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compresslevel: int = 1) -> Path:
     """Write a single-file NIfTI-1 with ``affine`` as both sform and qform (code 1, scanner).
 
@@ -129,8 +142,7 @@ def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compre
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as raw:
-        out = (gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0)
-               if path.name.endswith(".gz") else raw)
+        out = _gzip_writer(raw, compresslevel) if path.name.endswith(".gz") else raw
         hdr.write_to(out)  # 348 bytes and the 4-byte "no extensions" flag: data start at 352
         out.write(memoryview(data.T).cast("B"))
         if out is not raw:

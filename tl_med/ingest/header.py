@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom.datadict import DicomDictionary, dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
@@ -73,6 +73,21 @@ class Frame:
     native: tuple[int, str, int] | None
 
 
+_TAGS: dict[str, int] = {}
+
+
+def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword)`` without pydicom's attribute machinery (the header scan's hot path)."""
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = tag_for_keyword(keyword)  # type: ignore[assignment]
+    try:
+        value = ds[tag].value
+    except KeyError:
+        return default
+    return default if value is None else value
+
+
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -90,7 +105,7 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
 
 def _nominal_spacing(ds: Dataset, between: Any, thickness: Any) -> float:
     """SpacingBetweenSlices when given, else SliceThickness (only used for single-slice stacks)."""
-    for value in (between if between not in (None, "") else ds.get("SpacingBetweenSlices"), thickness):
+    for value in (between if between not in (None, "") else _get(ds, "SpacingBetweenSlices"), thickness):
         try:
             if value not in (None, "") and float(value) > 0:
                 return float(value)
@@ -118,17 +133,17 @@ def _native(ds: Dataset, frames: int) -> tuple[int, str, int] | None | str:
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if tsyntax is None:
         return "quarantine:no Transfer Syntax UID in the file meta information"
-    bits, stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
+    bits, stored = int(_get(ds, "BitsAllocated", 0) or 0), int(_get(ds, "BitsStored", 0) or 0)
     if tsyntax not in _NATIVE_LE or bits not in (8, 16, 32) or not hasattr(elem, "value_tell"):
         return None
-    expected = ds.Rows * ds.Columns * frames * bits // 8
+    expected = _get(ds, "Rows") * _get(ds, "Columns") * frames * bits // 8
     length = elem.length
     if length == 0xFFFFFFFF:
         return None
     if length < expected:
         return (f"quarantine:pixel data shorter than declared ({length} bytes where Rows x Columns x "
                 f"frames x BitsAllocated needs {expected})")
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    signed = int(_get(ds, "PixelRepresentation", 0) or 0) == 1
     dtype = f"<{'i' if signed else 'u'}{bits // 8}"
     return elem.value_tell, dtype, (bits - stored if signed and 0 < stored < bits else 0)
 
@@ -157,15 +172,15 @@ def _overrun(ds: Dataset, size: int) -> str | None:
 
 
 def _reject(ds: Dataset) -> str | None:
-    modality = _text(ds.get("Modality"))
-    sop_name = getattr(ds.get("SOPClassUID"), "name", "")
+    modality = _text(_get(ds, "Modality"))
+    sop_name = getattr(_get(ds, "SOPClassUID"), "name", "")
     if modality in NON_IMAGE_MODALITIES or (sop_name and "Image Storage" not in sop_name):
         return f"skip:non-image object (Modality {modality or '?'}, {sop_name or 'unknown SOP class'})"
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         return "quarantine:image without Pixel Data (file truncated, or the image was never stored)"
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        return f"skip:colour image (SamplesPerPixel {ds.SamplesPerPixel}), not a grayscale volume"
-    if "MOSAIC" in [str(v).upper() for v in ds.get("ImageType", [])]:
+    if int(_get(ds, "SamplesPerPixel", 1) or 1) != 1:
+        return f"skip:colour image (SamplesPerPixel {_get(ds, 'SamplesPerPixel')}), not a grayscale volume"
+    if "MOSAIC" in [str(v).upper() for v in _get(ds, "ImageType", [])]:
         return "quarantine:Siemens mosaic (not supported: export the series as single slices)"
     return None
 
@@ -183,45 +198,45 @@ def frames_of(ds: Dataset, path: Path, rel: str, size: int, sha256: str = "") ->
     rejected = _reject(ds)
     if rejected:
         return rejected
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    shared = ds.get("SharedFunctionalGroupsSequence")
+    n = int(_get(ds, "NumberOfFrames", 1) or 1)
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
+    shared = _get(ds, "SharedFunctionalGroupsSequence")
     enhanced = per_frame is not None or shared is not None
     if n > 1 and not enhanced:
         return "skip:multi-frame image without per-frame geometry (cine or projection series), not a volume"
     native = _native(ds, n)
     if isinstance(native, str):
         return native
-    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns") if ds.get(k) in (None, "")]
+    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns") if _get(ds, k) in (None, "")]
     if missing:
         return f"quarantine:image without {', '.join(missing)}"
     common = dict(
-        path=path, rel=rel, file_sha256=sha256, study_uid=_text(ds.StudyInstanceUID), series_uid=_text(ds.SeriesInstanceUID),
-        accession=_text(ds.get("AccessionNumber")), patient=_text(ds.get("PatientID")),
-        modality=_text(ds.get("Modality")), manufacturer=_text(ds.get("Manufacturer")),
-        model=_text(ds.get("ManufacturerModelName")), rows=int(ds.Rows), cols=int(ds.Columns),
+        path=path, rel=rel, file_sha256=sha256, study_uid=_text(_get(ds, "StudyInstanceUID")), series_uid=_text(_get(ds, "SeriesInstanceUID")),
+        accession=_text(_get(ds, "AccessionNumber")), patient=_text(_get(ds, "PatientID")),
+        modality=_text(_get(ds, "Modality")), manufacturer=_text(_get(ds, "Manufacturer")),
+        model=_text(_get(ds, "ManufacturerModelName")), rows=int(_get(ds, "Rows")), cols=int(_get(ds, "Columns")),
     )
-    acq = [(k, _text(ds.get(k))) for k in ACQUISITION_KEYS if ds.get(k) not in (None, "")]
-    acq.append(("Contrast", "yes" if _text(ds.get("ContrastBolusAgent")).strip() else "no"))
-    frame_size = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 8) or 8) // 8
+    acq = [(k, _text(v)) for k in ACQUISITION_KEYS if (v := _get(ds, k)) not in (None, "")]
+    acq.append(("Contrast", "yes" if _text(_get(ds, "ContrastBolusAgent")).strip() else "no"))
+    frame_size = int(_get(ds, "Rows")) * int(_get(ds, "Columns")) * int(_get(ds, "BitsAllocated", 8) or 8) // 8
     out: list[Frame] = []
     for i in range(n):
         groups = [per_frame[i] if per_frame is not None and i < len(per_frame) else None,
                   shared[0] if shared else None] if enhanced else []
 
         def get(seq: str, attr: str, _groups=groups) -> Any:
-            return _group_value(_groups, seq, attr) if enhanced else ds.get(attr)
+            return _group_value(_groups, seq, attr) if enhanced else _get(ds, attr)
 
         iop = _floats(get("PlaneOrientationSequence", "ImageOrientationPatient"), 6)
         ipp = _floats(get("PlanePositionSequence", "ImagePositionPatient"), 3)
         spacing = _floats(get("PixelMeasuresSequence", "PixelSpacing"), 2)
         if iop is None or ipp is None or spacing is None:
-            if i == 0 and not enhanced and ds.get("ImagePositionPatient") is None:
+            if i == 0 and not enhanced and _get(ds, "ImagePositionPatient") is None:
                 return "skip:image without patient geometry (projection or secondary capture), not a volume"
             return "quarantine:image without usable ImagePositionPatient/ImageOrientationPatient/PixelSpacing"
         slope = get("PixelValueTransformationSequence", "RescaleSlope")
         intercept = get("PixelValueTransformationSequence", "RescaleIntercept")
-        echo = (get("MREchoSequence", "EffectiveEchoTime") if enhanced else None) or ds.get("EchoNumbers")
+        echo = (get("MREchoSequence", "EffectiveEchoTime") if enhanced else None) or _get(ds, "EchoNumbers")
         stack = ""
         if enhanced:
             stack = "/".join(_text(_group_value(groups, "FrameContentSequence", k))

@@ -1,0 +1,159 @@
+"""Ingest speed: tl_med against dcm2niix, side by side on the same corpus.
+
+Builds (or takes, ``--corpus``) a folder of 512×512 CT-like single-frame DICOM slices in several
+series, then converts it with tl_med's ingest (scan, group, geometry, de-identified naming,
+validation, NIfTI, manifest, report) and with dcm2niix, alternating, ``--runs`` times each, both
+with the same output compression. Each run is a fresh process and a fresh output folder, so
+tl_med's incremental reuse never applies (a separate line reports the unchanged re-ingest).
+
+Prints per tool: median wall time, slices/s, input MB/s and peak memory (max RSS of the process
+tree's largest member), then the ratio tl_med / dcm2niix.
+
+Usage::
+
+    python benchmarks/ingest.py                      # 8 series × 260 slices, gzip level 1
+    python benchmarks/ingest.py --compress 0         # uncompressed .nii for both
+    python benchmarks/ingest.py --series 2 --slices 100 --runs 3   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _volume(rng: np.random.Generator, n: int, size: int = 512) -> np.ndarray:
+    """A CT-like int16 volume (HU + 1024): air, a body ellipse, organs, noise."""
+    y, x = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    body = (x / 0.85) ** 2 + (y / 0.65) ** 2 < 1
+    organ = ((x - 0.25) / 0.35) ** 2 + ((y + 0.1) / 0.3) ** 2 < 1
+    base = np.where(body, 1064, 24) + np.where(organ, 60, 0)
+    out = np.empty((n, size, size), np.uint16)
+    for k in range(n):
+        out[k] = np.clip(base + rng.normal(0, 12, (size, size)), 0, 4095)
+    return out
+
+
+def build_corpus(folder: Path, n_series: int, n_slices: int, seed: int = 0) -> int:
+    """Write ``n_series`` axial CT series of ``n_slices`` 512² slices (explicit VR little endian)."""
+    rng = np.random.default_rng(seed)
+    for s in range(n_series):
+        study, series, frame = generate_uid(), generate_uid(), generate_uid()
+        vol = _volume(rng, n_slices)
+        out = folder / f"patient{s:02d}" / f"series{s:02d}"
+        out.mkdir(parents=True)
+        for k in range(n_slices):
+            ds = Dataset()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.SOPClassUID, ds.Modality = CTImageStorage, "CT"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+            ds.PatientName, ds.PatientID, ds.StudyDate = f"BENCH^{s}", f"BENCH{s}", "20240101"
+            ds.Manufacturer, ds.InstanceNumber = "BENCH", n_slices - k
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [-250.0, -250.0, -300.0 + 1.25 * k]
+            ds.PixelSpacing, ds.SliceThickness = [0.9765625, 0.9765625], 1.25
+            ds.Rows = ds.Columns = 512
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+            ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+            ds.PixelData = vol[k].tobytes()
+            ds.save_as(out / f"{k:05d}", enforce_file_format=True)
+    return n_series * n_slices
+
+
+def _measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+_OURS = """
+import sys
+from pathlib import Path
+from tl_med.ingest.site import ingest_site
+from tl_med.sites import IngestOptions, SiteConfig
+from tl_med.workspace import Workspace
+corpus, ws_root, level = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+ws = Workspace(ws_root).ensure()
+site = SiteConfig(name="bench", dicom_dir=corpus, labels_dir=corpus.parent / "no-labels",
+                  ingest=IngestOptions(compresslevel=level))
+result = ingest_site(site, ws, task="bench", key=b"b" * 32)
+s = result.report.summary()
+assert s["reconciled"] and s["quarantined"] == 0, s
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, help="an existing DICOM folder (default: build one)")
+    ap.add_argument("--series", type=int, default=8)
+    ap.add_argument("--slices", type=int, default=260)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--compress", type=int, default=1, choices=range(0, 10), help="gzip level, 0 = none")
+    args = ap.parse_args()
+    dcm2niix = Path(sys.executable).parent / "dcm2niix"
+    dcm2niix = str(dcm2niix) if dcm2niix.exists() else shutil.which("dcm2niix")
+    if not dcm2niix:
+        raise SystemExit("dcm2niix not found (pip install dcm2niix)")
+    tmp = Path(tempfile.mkdtemp(prefix="tlmed-bench-"))
+    try:
+        corpus = args.corpus or tmp / "corpus"
+        if args.corpus is None:
+            t0 = time.perf_counter()
+            build_corpus(corpus, args.series, args.slices)
+            print(f"built corpus: {args.series} series x {args.slices} slices in {time.perf_counter() - t0:.1f} s")
+        files = [p for p in corpus.rglob("*") if p.is_file()]
+        n_slices, mb = len(files), sum(p.stat().st_size for p in files) / 2**20
+        z = ["-z", "n"] if args.compress == 0 else ["-z", "i", f"-{args.compress}"]
+        print(f"corpus: {n_slices} files, {mb:.0f} MB; output: "
+              f"{'uncompressed .nii' if args.compress == 0 else f'gzip level {args.compress}'}; "
+              f"{len(os.sched_getaffinity(0))} cores available to each tool")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for f in files:  # warm the page cache once so that neither tool pays the first read
+            f.read_bytes()
+        times: dict[str, list[tuple[float, float]]] = {"tl_med": [], "dcm2niix": []}
+        for run in range(args.runs):
+            out = tmp / f"dcm2niix-{run}"
+            out.mkdir()
+            times["dcm2niix"].append(_measure([dcm2niix, *z, "-f", "%s_%j", "-o", str(out), str(corpus)]))
+            times["tl_med"].append(_measure([sys.executable, "-c", _OURS, str(corpus), str(tmp / f"ws-{run}"),
+                                             str(args.compress)], env))
+            print(f"run {run + 1}: dcm2niix {times['dcm2niix'][-1][0]:.2f} s, tl_med {times['tl_med'][-1][0]:.2f} s")
+        again = _measure([sys.executable, "-c", _OURS, str(corpus), str(tmp / "ws-0"), str(args.compress)], env)
+        print(f"\n{'tool':<10}{'median s':>10}{'slices/s':>10}{'MB/s':>8}{'peak MiB':>10}")
+        med = {}
+        for tool, rows in times.items():
+            med[tool] = statistics.median(t for t, _ in rows)
+            peak = max(m for _, m in rows)
+            print(f"{tool:<10}{med[tool]:>10.2f}{n_slices / med[tool]:>10.0f}{mb / med[tool]:>8.0f}{peak:>10.0f}")
+        print(f"\nratio tl_med / dcm2niix (median wall time): {med['tl_med'] / med['dcm2niix']:.2f}")
+        print(f"tl_med re-ingest of the unchanged corpus (incremental): {again[0]:.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
