@@ -6,8 +6,8 @@ validation, NIfTI, manifest, report) and with dcm2niix, alternating, ``--runs`` 
 with the same output compression. Each run is a fresh process and a fresh output folder, so
 tl_med's incremental reuse never applies (a separate line reports the unchanged re-ingest).
 
-Prints per tool: median wall time, slices/s, input MB/s and peak memory (max RSS of the process
-tree's largest member), then the ratio tl_med / dcm2niix.
+Prints per tool: median wall time, slices/s, input MB/s, peak memory (PSS summed over the whole
+process tree, sampled every 20 ms) and output size, then the ratio tl_med / dcm2niix.
 
 Usage::
 
@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,15 +80,59 @@ def build_corpus(folder: Path, n_series: int, n_slices: int, seed: int = 0) -> i
     return n_series * n_slices
 
 
+def _pss(pid: int) -> int:
+    """Proportional set size of one process (shared pages split between their users), bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _tree_rss(root: int) -> int:
+    """Memory (PSS) of ``root`` and all its descendants, from /proc."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += _pss(pid)
+        todo += [c for c, p in parent.items() if p == pid]
+    return total
+
+
 def _measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one command."""
+    """(wall seconds, peak MiB (PSS) of the command's whole process tree, sampled every 20 ms).
+
+    The tree matters: tl_med converts in worker processes, dcm2niix in one.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{err.decode()[-2000:]}")
+    return wall, peak[0] / 2**20
+
+
+def _size(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*.nii*")) / 2**20
 
 
 _OURS = """
@@ -143,12 +188,14 @@ def main() -> None:
                                              str(args.compress)], env))
             print(f"run {run + 1}: dcm2niix {times['dcm2niix'][-1][0]:.2f} s, tl_med {times['tl_med'][-1][0]:.2f} s")
         again = _measure([sys.executable, "-c", _OURS, str(corpus), str(tmp / "ws-0"), str(args.compress)], env)
-        print(f"\n{'tool':<10}{'median s':>10}{'slices/s':>10}{'MB/s':>8}{'peak MiB':>10}")
+        sizes = {"tl_med": _size(tmp / "ws-0" / "data"), "dcm2niix": _size(tmp / "dcm2niix-0")}
+        print(f"\n{'tool':<10}{'median s':>10}{'slices/s':>10}{'MB/s':>8}{'peak MiB':>10}{'output MB':>11}")
         med = {}
         for tool, rows in times.items():
             med[tool] = statistics.median(t for t, _ in rows)
             peak = max(m for _, m in rows)
-            print(f"{tool:<10}{med[tool]:>10.2f}{n_slices / med[tool]:>10.0f}{mb / med[tool]:>8.0f}{peak:>10.0f}")
+            print(f"{tool:<10}{med[tool]:>10.2f}{n_slices / med[tool]:>10.0f}{mb / med[tool]:>8.0f}{peak:>10.0f}"
+                  f"{sizes[tool]:>11.0f}")
         print(f"\nratio tl_med / dcm2niix (median wall time): {med['tl_med'] / med['dcm2niix']:.2f}")
         print(f"tl_med re-ingest of the unchanged corpus (incremental): {again[0]:.2f} s")
     finally:
