@@ -4,7 +4,8 @@ Layout (all under the workspace root, default ``./tlmed-workspace``, overridable
 or an explicit path)::
 
     incoming/<site>/         raw inputs (the demo writes synthetic DICOM here)
-    data/<site>/             de-identified NIfTI volumes and labels produced by ingest
+    data/<site>/             de-identified NIfTI images/ and labels/ produced by ingest, dicom/<case>/
+                             (de-identified DICOM, when the site keeps it), ingest-state.json
     manifests/<site>.json    per-site data manifests (decathlon datalist + provenance)
     reports/<site>/          ingest reports
     cache/                   MONAI PersistentDataset caches, keyed by transform config

@@ -89,3 +89,40 @@ def test_splits_depend_on_the_data_not_on_the_deid_key(workspace):
         return [c.image_sha256 for c in (*manifest.training, *manifest.validation, *manifest.test)]
 
     assert split_shas(b"a" * 32) == split_shas(b"b" * 32)
+
+
+def test_flat_folder_without_extensions_with_a_dicomdir_gives_the_same_cases(workspace, tmp_path):
+    """Studies and series mixed in one folder, files without extensions, a DICOMDIR present."""
+    import pydicom.data
+
+    ws, sites_file = workspace
+    site = _site(ws, sites_file)
+    nested = load_manifest(ingest_site(site, ws, task="liver").manifest_path)
+    flat = tmp_path / "flat" / "dicom"
+    flat.mkdir(parents=True)
+    for k, path in enumerate(sorted(site.dicom_dir.rglob("IM*"))):
+        shutil.copy(path, flat / f"x{k * 7919 % 1000:03d}{k}")  # shuffled, no extensions
+    dicomdir = Path(pydicom.data.get_testdata_file("DICOMDIR", download=False))
+    shutil.copy(dicomdir, flat / "DICOMDIR")
+    shutil.copytree(site.labels_dir, flat.parent / "labels")
+    moved = site.model_copy(update={"dicom_dir": flat, "labels_dir": flat.parent / "labels"})
+    result = ingest_site(moved, ws, task="liver")
+    summary = result.report.summary()
+    assert summary["reconciled"] and summary["skipped"] == 1 and summary["quarantined"] == 0
+    flat_manifest = load_manifest(result.manifest_path)
+    assert [c.case_id for c in flat_manifest.training] == [c.case_id for c in nested.training]
+    assert [c.image_sha256 for c in flat_manifest.test] == [c.image_sha256 for c in nested.test]
+
+
+def test_worker_processes_give_the_same_result_as_one_process(workspace):
+    ws, sites_file = workspace
+    site = _site(ws, sites_file, "north")  # 96 files: above the pool's threshold
+
+    def run(workers: int) -> str:
+        options = site.ingest.model_copy(update={"workers": workers})
+        for state in ws.data.rglob("ingest-state.json"):
+            state.unlink()  # force a full conversion
+        return manifest_hash(ingest_site(site.model_copy(update={"ingest": options}), ws,
+                                         task="liver").manifest_path)
+
+    assert run(1) == run(2)
