@@ -145,8 +145,12 @@ def test_pipeline_adapts_and_registers_a_nifti_datalist_site(prefect_server, wor
     registry["sites"] = [registry["sites"][0], {"name": "lakeside", "datalist": str(datalist), "modality": "CT",
                                                 "split": {"n_train": 2, "n_val": 1}}]
     sites_file.write_text(yaml.safe_dump(registry))
-    outcome = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file),
-                                       config=PipelineConfig.profile("tiny").model_dump(mode="json"))
+    (ws.root / registry["sites"][0]["dicom_dir"] / "notes.txt").write_text("not DICOM")  # one bad input
+    state = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file),
+                                     config=PipelineConfig.profile("tiny").model_dump(mode="json"),
+                                     return_state=True)
+    assert state.is_completed() and state.message == "completed with 1 quarantined"
+    outcome = state.result()
     assert [r.site for r in outcome.sites] == ["lakeside"]
     client = MlflowClient(ws.tracking_uri)
     version = client.get_model_version_by_alias("tlmed-liver-lakeside", "challenger")

@@ -67,7 +67,10 @@ class IngestOptions(_Frozen):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def n_workers(self) -> int:
-        return self.workers or max(1, len(os.sched_getaffinity(0)))
+        if self.workers:
+            return self.workers
+        affinity = getattr(os, "sched_getaffinity", None)
+        return max(1, len(affinity(0)) if affinity else (os.cpu_count() or 1))
 
 
 class SiteConfig(_Frozen):

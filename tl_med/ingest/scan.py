@@ -61,7 +61,7 @@ def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Exe
     """
     paths = list_inputs(root) if files is None else files
     items = [(p, str(p.relative_to(rel_to))) for p in paths]
-    if pool is not None and len(items) > 64:
+    if pool is not None:
         n = 16
         chunks = [items[i::n] for i in range(n)]
         by_rel = {rel: res for chunk, part in zip(chunks, pool.map(_read_many, chunks))
