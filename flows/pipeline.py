@@ -54,14 +54,17 @@ def pretrain(workspace: str, config: dict, site: str, manifest_path: str, trigge
 
 @task(name="adapt-site", cache_policy=NO_CACHE)
 def adapt(workspace: str, config: dict, site: str, manifest_path: str, pretrained: str,
-          trigger: str) -> SiteResult:
-    return adapt_site(_context(workspace, config, trigger), site, Path(manifest_path), pretrained)
+          trigger: str, source_manifest: str) -> SiteResult:
+    return adapt_site(_context(workspace, config, trigger), site, Path(manifest_path), pretrained,
+                      source_manifest=Path(source_manifest))
 
 
 @flow(name="site-adaptation-pipeline", log_prints=True)
 def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | None = None,
-                             targets: list[str] | None = None, trigger: str = "manual") -> PipelineResult | State:
-    """Ingest every site, pretrain on the source site, adapt each target site beside its baselines.
+                             targets: list[str] | None = None, trigger: str = "manual",
+                             pretrained: str | None = None) -> PipelineResult | State:
+    """Ingest every site, pretrain on the source site (unless ``pretrained`` names a bundle,
+    checkpoint or ``models:/`` URI to start from), adapt each target site beside its baselines.
 
     Quarantined inputs do not fail the run: it ends ``Completed`` with the message
     ``completed with N quarantined`` (the ingest artifacts list why).
@@ -78,10 +81,12 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
     _context(workspace, config_json, trigger).tracker.experiment_id  # create once, before fan-out
     for manifest in manifests.values():
         preprocess(workspace, config_json, manifest)
-    source = pretrain(workspace, config_json, sites.source.name, manifests[sites.source.name], trigger)
-    results = [adapt(workspace, config_json, s.name, manifests[s.name], source.weights_uri, trigger)
+    source_manifest = manifests[sites.source.name]
+    source = None if pretrained else pretrain(workspace, config_json, sites.source.name, source_manifest, trigger)
+    start = pretrained or source.weights_uri
+    results = [adapt(workspace, config_json, s.name, manifests[s.name], start, trigger, source_manifest)
                for s in chosen]
-    outcome = PipelineResult(source=source, sites=results)
+    outcome = PipelineResult(source=source, sites=results, pretrained=start)
     create_markdown_artifact(markdown=results_markdown(outcome), key="site-results",
                              description="Per-site Dice: source-only vs adapted")
     if quarantined:  # a finished run that left inputs behind says so in its final state

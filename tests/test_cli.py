@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,16 @@ def test_site_without_labels_fails_before_anything_reaches_mlflow(workspace):
     assert not ws.mlflow_db.exists()
 
 
+def test_adapt_with_steps_that_need_batch_norm_is_one_line_and_exit_2(workspace):
+    ws, sites_file = workspace
+    proc = tl_med("adapt", "--site", "east", "--steps", "adabn", "--workspace", str(ws.root), "--sites", str(sites_file))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: adapt: Value error, adapt.steps ['adabn'] need batch normalisation: set network.norm: batch"]
+    proc = tl_med("adapt", "--site", "east", "--steps", "magic", "--workspace", str(ws.root), "--sites", str(sites_file))
+    assert proc.returncode == 2 and "steps.0: Input should be 'harmonise', 'adabn'" in proc.stderr
+
+
 def test_ingest_command_reports_reconciled_counts(workspace):
     ws, sites_file = workspace
     proc = tl_med("ingest", "--site", "east", "--workspace", str(ws.root), "--sites", str(sites_file))
@@ -64,3 +75,12 @@ def test_demo_tiny_profile_end_to_end(tmp_path):
     assert "Per-site adaptation" in proc.stdout and "east" in proc.stdout
     assert "tl-med ui --workspace" in proc.stdout and "prefect server start" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()  # nothing written outside the workspace
+
+    # then adapt one site from the registered source model with another strategy and steps
+    tiny_sites = str(Path(__file__).resolve().parent.parent / "data_manifests" / "sites-tiny.yaml")
+    proc = tl_med("adapt", "--site", "east", "--strategy", "feature_extraction", "--steps", "harmonise,self_training",
+                  "--labels", "1", "--profile", "tiny", "--workspace", str(tmp_path / "ws"), "--sites", tiny_sites,
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pretrained source: models:/tlmed-liver-north@challenger" in proc.stdout
+    assert "feature_extraction+harmonise+self_training" in proc.stdout and "tlmed-liver-east v2" in proc.stdout

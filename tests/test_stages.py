@@ -55,3 +55,56 @@ def test_site_without_labelled_studies_leaves_nothing_in_mlflow(ingested, tiny_c
         adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=str(tmp_path / "missing.pt"))
     assert _all_runs(tracker) == []
     assert tracker.client.search_model_versions("name='tlmed-liver-east'") == []
+
+
+def _composed_cfg(**adapt):
+    from tl_med.config import PipelineConfig
+
+    base = PipelineConfig.profile("tiny").model_dump()
+    base["network"]["norm"] = "batch"
+    base["adapt"].update(adapt)
+    return PipelineConfig.model_validate(base)
+
+
+def test_composed_adaptation_logs_steps_forgetting_and_negative_transfer(ingested, tracker):
+    import json
+
+    ws, _ = ingested
+    cfg = _composed_cfg(strategy="progressive", unfreeze_every=1, n_labelled=1, l2sp=0.01, ewc=0.1,
+                        steps=["harmonise", "self_training", "adabn", "tent"], tent_steps=2,
+                        pseudo_threshold=0.51)
+    ctx = StageContext(ws=ws, cfg=cfg, tracker=tracker)
+    src = pretrain_source(ctx, "north", ws.site_manifest("north"))
+    res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=src.weights_uri,
+                     source_manifest=ws.site_manifest("north"))
+    run = tracker.client.get_run(res.adapted_run_id)
+    assert run.info.run_name == "east-progressive+harmonise+self_training+adabn+tent"
+    assert {"forgetting", "source_dice_before", "source_dice_after", "test_dice"} <= set(run.data.metrics)
+    assert run.data.metrics["forgetting"] == pytest.approx(
+        run.data.metrics["source_dice_before"] - run.data.metrics["source_dice_after"])
+    assert run.data.tags["negative_transfer"] in ("true", "false")
+    steps = json.loads(open(tracker.client.download_artifacts(run.info.run_id, "adapt/steps.json")).read())
+    assert steps["adabn_layers"] > 0 and steps["n_labelled"] == 1 and "pseudo_labelled" in steps
+    version = tracker.client.get_model_version_by_alias("tlmed-liver-east", "challenger")
+    assert version.tags["harmonised"] == "true" and version.tags["forgetting"]
+
+
+def test_zero_labels_adapts_with_coral_and_has_no_scratch_baseline(ingested, tracker):
+    ws, _ = ingested
+    cfg = _composed_cfg(n_labelled=0, steps=["coral"], epochs=1)
+    ctx = StageContext(ws=ws, cfg=cfg, tracker=tracker)
+    src = pretrain_source(ctx, "north", ws.site_manifest("north"))
+    res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=src.weights_uri,
+                     source_manifest=ws.site_manifest("north"))
+    assert res.scratch_dice is None and res.strategy == "finetune+coral"
+    names = {r.info.run_name for r in _all_runs(tracker)}
+    assert "east-scratch" not in names and "east-finetune+coral" in names
+
+
+def test_negative_transfer_rule():
+    from tl_med.stages import _negative_transfer
+
+    assert _negative_transfer(0.80, 0.10, 0.75, 0.02) == ""
+    assert "from-scratch 0.850" in _negative_transfer(0.80, 0.10, 0.85, 0.02)
+    assert "source-only 0.900" in _negative_transfer(0.80, 0.90, None, 0.02)
+    assert _negative_transfer(0.84, 0.10, 0.85, 0.02) == ""  # within the margin

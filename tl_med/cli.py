@@ -1,7 +1,8 @@
 """``tl-med``: the command line.
 
 Commands: ``demo`` (synthetic sites + the whole pipeline), ``run`` (the pipeline on configured
-sites), ``ingest`` (one site), ``synth`` (write synthetic sites), ``ui`` (MLflow UI on the workspace).
+sites), ``adapt`` (one site from a pretrained source, with a strategy and steps), ``ingest`` (one
+site), ``synth`` (write synthetic sites), ``ui`` (MLflow UI on the workspace).
 Problems a user can fix print one ``error:`` line and exit with status 2.
 """
 
@@ -18,6 +19,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from pydantic import ValidationError
 
 from tl_med.config import PipelineConfig
 from tl_med.errors import TlMedError
@@ -44,17 +47,18 @@ def _config(profile: str, config: Path | None, seed: int | None) -> PipelineConf
 
 
 def _print_results(outcome, ws: Workspace, seconds: float) -> None:
-    from tl_med.results import HEADERS, result_rows
+    from tl_med.results import HEADERS, result_rows, source_line
 
-    src = outcome.source
-    console.print(f"\nSource model {src.model_name} v{src.model_version}: test Dice "
-                  f"{src.test_dice:.3f} at site {src.site} (run {src.run_id})")
+    console.print("\n" + source_line(outcome))
     table = Table(title="Per-site adaptation (test split of each target site)")
     for h in HEADERS:
-        table.add_column(h, justify="right" if "Dice" in h or h == "gain" else "left", no_wrap=True)
+        table.add_column(h, justify="right" if "Dice" in h or h in ("gain", "forgetting") else "left",
+                         no_wrap=h in ("strategy", "model version", "MLflow run id"))
     for row in result_rows(outcome.sites):
         table.add_row(*row)
     console.print(table)
+    console.print("forgetting: the source site's test Dice lost by adapting; negative transfer: adapted Dice "
+                  "below source-only or from-scratch by more than adapt.negative_transfer_margin")
     console.print(f"Finished in {seconds:.0f} s. Workspace: {ws.root}")
     console.print("\nExplore the runs:")
     if ws.uses_embedded_mlflow:
@@ -68,7 +72,7 @@ def _print_results(outcome, ws: Workspace, seconds: float) -> None:
 
 
 def _run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets: list[str] | None,
-                  trigger: str) -> None:
+                  trigger: str, pretrained: str | None = None) -> None:
     from tl_med.sites import load_sites
 
     sites = load_sites(sites_file, ws.root)  # validate names before any server or run starts
@@ -86,7 +90,7 @@ def _run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets:
     start = time.perf_counter()
     state = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file.resolve()),
                                      config=cfg.model_dump(mode="json"), targets=targets, trigger=trigger,
-                                     return_state=True)
+                                     pretrained=pretrained, return_state=True)
     outcome = state.result()  # raises the flow's error if it failed
     _print_results(outcome, ws, time.perf_counter() - start)
     if state.message:
@@ -126,6 +130,43 @@ def run(site: Annotated[Optional[list[str]], typer.Option("--site", help="Target
         trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
     """Run the pipeline (ingest, preprocess, pretrain, adapt, register) on the configured sites."""
     _run_pipeline(resolve_workspace(workspace).ensure(), sites, _config(profile, config, seed), site, trigger)
+
+
+@app.command()
+def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt.")],
+          pretrained: Annotated[Optional[str], typer.Option(
+              "--pretrained", help="Where to start: a MONAI bundle folder or .zip, a checkpoint file, or "
+              "models:/<name>@<alias> (default: models:/tlmed-<task>-<source site>@challenger).")] = None,
+          strategy: Annotated[str, typer.Option(help="finetune, feature_extraction or progressive.")] = "finetune",
+          steps: Annotated[str, typer.Option(help="Comma-separated domain-adaptation steps: harmonise, adabn, "
+                                                   "coral, self_training, tent (adabn/tent need a batch-norm "
+                                                   "network: --norm batch).")] = "",
+          labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled target cases to use "
+                                                        "(default: all in the training split; 0: none).")] = None,
+          norm: Annotated[Optional[str], typer.Option(help="Override network.norm (instance or batch).")] = None,
+          workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+          config: ConfigOpt = None, seed: Optional[int] = None,
+          trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
+    """Adapt one site from a pretrained source with a strategy and steps; print and log the
+    comparison with the source-only and from-scratch baselines (runs through the Prefect flow)."""
+    from tl_med.config import AdaptConfig
+    from tl_med.sites import load_sites
+
+    cfg = _config(profile, config, seed)
+    ws = resolve_workspace(workspace).ensure()
+    try:
+        adapt_cfg = AdaptConfig.model_validate({**cfg.adapt.model_dump(), "strategy": strategy,
+                                                "steps": tuple(s.strip() for s in steps.split(",") if s.strip()),
+                                                "n_labelled": labels})
+        network = cfg.network.model_copy(update={"norm": norm}) if norm else cfg.network
+        cfg = PipelineConfig.model_validate({**cfg.model_dump(), "adapt": adapt_cfg.model_dump(),
+                                             "network": network.model_dump()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise TlMedError(f"{'.'.join(map(str, err['loc'])) or 'adapt'}: {err['msg']}") from None
+    registry = load_sites(sites, ws.root)
+    start = pretrained or f"models:/tlmed-{cfg.task}-{registry.source.name}@challenger"
+    _run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tl_med.errors import ConfigError
 
@@ -56,6 +56,7 @@ class NetworkConfig(_Frozen):
     num_res_units: int = Field(1, ge=0)
     out_channels: int = Field(2, ge=2)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Literal["instance", "batch"] = "instance"  # AdaBN and TENT need "batch"
 
 
 class TrainConfig(_Frozen):
@@ -68,19 +69,60 @@ class TrainConfig(_Frozen):
     augment: bool = True
 
 
-class AdaptConfig(_Frozen):
-    """Adapting the pretrained model to one target site.
+Strategy = Literal["finetune", "feature_extraction", "progressive"]
+Step = Literal["harmonise", "adabn", "coral", "self_training", "tent"]
 
-    ``n_labelled`` caps the labelled target training cases used (``None``: all in the split);
+
+class AdaptConfig(_Frozen):
+    """Adapting the pretrained model to one target site: one strategy plus optional steps.
+
+    Strategies (how the labelled target cases train the network):
+
+    * ``finetune``: every layer, with layer-wise learning rates ``lr * layer_decay**d`` where ``d``
+      counts blocks back from the output (``layer_decay = 1``: one rate for all);
+    * ``feature_extraction``: the encoder (down path and bottleneck) frozen, the decoder trained;
+    * ``progressive``: blocks unfrozen from the output towards the input, one more every
+      ``unfreeze_every`` epochs.
+
+    Regularisers against forgetting: ``l2sp`` (weight of the L2-SP pull towards the pretrained
+    weights) and ``ewc`` (weight of elastic weight consolidation, Fisher from the source site).
+
+    Steps (compose in this order; they use unlabelled target images, never the test split):
+    ``harmonise`` (histogram standardisation of target intensities to the source's landmarks),
+    ``coral`` (Deep CORAL on bottleneck features: train on source labels + target labels while
+    aligning to target images), ``self_training`` (confidence-thresholded pseudo-labels of
+    unlabelled target cases join the training set), ``adabn`` (re-estimate batch-norm statistics
+    on the target site after training), ``tent`` (entropy minimisation of the norm layers' affine
+    parameters on unlabelled target images).
+
+    ``n_labelled`` caps the labelled target training cases (``None``: all; ``0``: none, then only
+    the steps adapt the model).
     """
 
-    strategy: Literal["finetune"] = "finetune"
+    strategy: Strategy = "finetune"
+    steps: tuple[Step, ...] = ()
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(2, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    n_labelled: int | None = Field(None, ge=1)
+    n_labelled: int | None = Field(None, ge=0)
     augment: bool = True
+    layer_decay: float = Field(1.0, gt=0, le=1)
+    unfreeze_every: int = Field(5, ge=1)
+    l2sp: float = Field(0.0, ge=0)
+    ewc: float = Field(0.0, ge=0)
+    coral_weight: float = Field(1.0, ge=0)
+    pseudo_threshold: float = Field(0.9, gt=0.5, le=1)
+    tent_steps: int = Field(10, ge=1)
+    tent_lr: float = Field(1e-4, gt=0)
+    negative_transfer_margin: float = Field(0.02, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"steps must not repeat, got {list(v)}")
+        return v
 
 
 class PipelineConfig(_Frozen):
@@ -94,6 +136,13 @@ class PipelineConfig(_Frozen):
     pretrain: TrainConfig = TrainConfig()
     adapt: AdaptConfig = AdaptConfig()
     baselines: tuple[Baseline, ...] = ("source_only", "scratch")
+
+    @model_validator(mode="after")
+    def _norm_for_steps(self) -> "PipelineConfig":
+        needs_bn = sorted({"adabn", "tent"} & set(self.adapt.steps))
+        if needs_bn and self.network.norm != "batch":
+            raise ValueError(f"adapt.steps {needs_bn} need batch normalisation: set network.norm: batch")
+        return self
 
     @field_validator("task")
     @classmethod

@@ -6,18 +6,19 @@ from dataclasses import dataclass
 
 from tl_med.stages import PretrainResult, SiteResult
 
-__all__ = ["PipelineResult", "result_rows", "results_markdown"]
+__all__ = ["PipelineResult", "result_rows", "results_markdown", "source_line"]
 
-HEADERS = ("site", "source-only Dice", "from-scratch Dice", "adapted Dice", "gain", "model version",
-           "MLflow run id")
+HEADERS = ("site", "strategy", "source-only Dice", "from-scratch Dice", "adapted Dice", "gain",
+           "forgetting", "negative transfer", "model version", "MLflow run id")
 
 
 @dataclass(frozen=True)
 class PipelineResult:
     """What one pipeline execution produced: the source model and one result per target site."""
 
-    source: PretrainResult
+    source: PretrainResult | None  # None when adaptation started from a given pretrained source
     sites: list[SiteResult]
+    pretrained: str = ""
 
 
 def _fmt(v: float | None) -> str:
@@ -25,15 +26,23 @@ def _fmt(v: float | None) -> str:
 
 
 def result_rows(results: list[SiteResult]) -> list[tuple[str, ...]]:
-    return [(r.site, _fmt(r.source_only_dice), _fmt(r.scratch_dice), _fmt(r.adapted_dice),
-             f"{r.gain:+.3f}", f"{r.model_name} v{r.model_version}", r.adapted_run_id) for r in results]
+    return [(r.site, r.strategy, _fmt(r.source_only_dice), _fmt(r.scratch_dice), _fmt(r.adapted_dice),
+             f"{r.gain:+.3f}", _fmt(r.forgetting), "YES" if r.negative_transfer else "no",
+             f"{r.model_name} v{r.model_version}", r.adapted_run_id) for r in results]
+
+
+def source_line(outcome: PipelineResult) -> str:
+    """Where adaptation started from, in one line."""
+    src = outcome.source
+    if src is None:
+        return f"Pretrained source: {outcome.pretrained}"
+    return (f"Source model {src.model_name} v{src.model_version}: test Dice {src.test_dice:.3f} at site "
+            f"{src.site} (run {src.run_id})")
 
 
 def results_markdown(outcome: PipelineResult) -> str:
     """Markdown: the source model's line, then one row per target site."""
-    source, results = outcome.source, outcome.sites
-    lines = [f"Source model `{source.model_name}` v{source.model_version} (run `{source.run_id}`): "
-             f"test Dice {source.test_dice:.3f} at site **{source.site}**.", "",
+    lines = [source_line(outcome) + ".", "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(row) + " |" for row in result_rows(results)]
+    lines += ["| " + " | ".join(row) + " |" for row in result_rows(outcome.sites)]
     return "\n".join(lines) + "\n"

@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +19,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from monai.data import DataLoader
+from torch.utils.data import ConcatDataset
 
-from tl_med.adapt.strategies import Strategy, build_strategy
+from tl_med.adapt.run import AdaptData, Loaders, adapt_model
+from tl_med.adapt.strategies import Strategy
 from tl_med.config import PipelineConfig, TrainConfig, flatten
 from tl_med.data.transforms import cached_dataset
 from tl_med.errors import InputError
@@ -70,6 +71,9 @@ class SiteResult:
     adapted_run_id: str
     model_name: str
     model_version: str
+    forgetting: float | None = None
+    negative_transfer: str = ""
+    strategy: str = "finetune"
 
     @property
     def gain(self) -> float:
@@ -98,7 +102,7 @@ def check_trainable(manifest_path: Path, site: str, n_labelled: int | None = Non
     splits = {s: datalist(manifest_path, s) for s in ("training", "validation", "test")}
     if n_labelled is not None:
         splits["training"] = splits["training"][:n_labelled]
-    if not splits["training"]:
+    if not splits["training"] and n_labelled != 0:
         raise InputError(f"site '{site}' has no labelled training studies ({manifest_path})")
     if not splits["test"]:
         raise InputError(f"site '{site}' has no labelled test studies to evaluate on ({manifest_path})")
@@ -192,30 +196,70 @@ def _child(ctx: StageContext, site: str, manifest_path: Path, strategy: str,
                                        pretrained_source=pretrained)
 
 
-def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: str) -> SiteResult:
+def _loaders(ctx: StageContext) -> Loaders:
+    def make(items: list[dict], *, train: bool, batch_size: int = 1, landmarks: tuple[float, ...] | None = None,
+             extra: list[dict] | None = None) -> DataLoader:
+        ds = cached_dataset(items, ctx.cfg.preprocess, ctx.ws.cache, augment=train and ctx.cfg.adapt.augment,
+                            landmarks=landmarks)
+        if extra:  # pseudo-labelled cases: already preprocessed tensors
+            ds = ConcatDataset([ds, [{**e, "content": ""} for e in extra]])
+        gen = torch.Generator().manual_seed(ctx.cfg.seed)
+        return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=0, generator=gen)
+    return make
+
+
+def _adapt_data(ctx: StageContext, manifest_path: Path, splits: dict[str, list[dict]],
+                source_manifest: Path | None) -> AdaptData:
+    """Labelled cases capped at ``n_labelled``; the rest of the training split joins the
+    unlabelled pool without its labels. The test split is never used for adaptation."""
+    labelled_all = datalist(manifest_path, "training")
+    hidden = [{k: v for k, v in it.items() if k != "label"} for it in labelled_all[len(splits["training"]):]]
+    return AdaptData(labelled=splits["training"], validation=splits["validation"],
+                     unlabelled=datalist(manifest_path, "unlabelled") + hidden,
+                     source_train=datalist(source_manifest, "training") if source_manifest else [])
+
+
+def _negative_transfer(adapted: float, source_only: float, scratch: float | None, margin: float) -> str:
+    """'' or why the adapted model counts as negative transfer."""
+    worse = [f"{name} {value:.3f}" for name, value in (("source-only", source_only), ("from-scratch", scratch))
+             if value is not None and adapted < value - margin]
+    return f"adapted Dice {adapted:.3f} below {' and '.join(worse)} by more than {margin}" if worse else ""
+
+
+def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: str,
+               source_manifest: Path | None = None) -> SiteResult:
     """Adapt the pretrained network to ``site`` beside the source-only and from-scratch baselines.
 
-    One parent run for the site, one child run per baseline and strategy; the adapted model is
-    registered as a new version of ``tlmed-<task>-<site>`` with alias ``challenger`` and the
-    baselines' test metrics on the same test manifest as version tags.
+    One parent run for the site, one child run per baseline and for the adaptation (strategy and
+    steps from ``cfg.adapt``). With ``source_manifest``, the source site's data serve the steps
+    that need them (harmonisation landmarks, EWC's Fisher, CORAL) and forgetting is measured on
+    its test split. The adapted model is registered as a new version of ``tlmed-<task>-<site>``
+    with alias ``challenger``; the baselines' Dice, the forgetting and a negative-transfer flag
+    are version tags.
     """
     ac = ctx.cfg.adapt
     splits = check_trainable(manifest_path, site, ac.n_labelled)
-    state = load_state(pretrained, ctx.tracker)
-    strategy = build_strategy(ac)
+    needs_source = {"harmonise", "coral"} & set(ac.steps) or ac.ewc > 0
+    if needs_source and source_manifest is None:
+        raise InputError(f"adapt.steps/ewc of site '{site}' need the source site's manifest")
+    state = load_state(pretrained, ctx.tracker, ctx.ws)
     name = registered_model_name(ctx.cfg.task, site)
-    tracker = ctx.tracker
+    label = ac.strategy + "".join(f"+{s}" for s in ac.steps)
+    tracker, device = ctx.tracker, resolve_device(ctx.cfg.device)
+    data = _adapt_data(ctx, manifest_path, splits, source_manifest)
+    source_test = datalist(source_manifest, "test") if source_manifest else []
     with tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
                                                  pretrained_source=pretrained)) as parent:
-        _log_setup(ctx, parent, site, manifest_path, {"strategy": strategy.name, "pretrained_source": pretrained,
+        _log_setup(ctx, parent, site, manifest_path, {"strategy": label, "pretrained_source": pretrained,
                                                       "n_labelled": len(splits["training"])})
         run_name, tags = _child(ctx, site, manifest_path, "source_only", pretrained)
         with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
             model = build_network(ctx.cfg.network)
             transfer_weights(model, state)
             source_only = _evaluate(ctx, run_id, model, splits["test"]).summary()["dice"]
+            source_before = _dice_on(ctx, model, source_test)
         scratch = None
-        if "scratch" in ctx.cfg.baselines:
+        if "scratch" in ctx.cfg.baselines and splits["training"]:
             run_name, tags = _child(ctx, site, manifest_path, "scratch", "none")
             with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
                 _log_setup(ctx, run_id, site, manifest_path, {"strategy": "scratch",
@@ -226,10 +270,9 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                                                               ctx.cfg.pretrain.lr, ac.weight_decay),
                        ac.epochs, ac.batch_size)
                 scratch = _evaluate(ctx, run_id, model, splits["test"]).summary()["dice"]
-        run_name, tags = _child(ctx, site, manifest_path, strategy.name, pretrained)
+        run_name, tags = _child(ctx, site, manifest_path, label, pretrained)
         with tracker.run(run_name, tags=tags, parent_run_id=parent) as adapted_run:
-            _log_setup(ctx, adapted_run, site, manifest_path, {"strategy": strategy.name,
-                                                               "pretrained_source": pretrained,
+            _log_setup(ctx, adapted_run, site, manifest_path, {"strategy": label, "pretrained_source": pretrained,
                                                                "n_labelled": len(splits["training"])})
             seed_everything(ctx.cfg.seed)
             model = build_network(ctx.cfg.network)
@@ -237,24 +280,53 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
             tracker.log_json(adapted_run, {"transferred": report.transferred,
                                            "newly_initialised": report.newly_initialised},
                              "transfer/weights_report.json")
-            _train(ctx, adapted_run, model, splits, _optimizer(strategy.param_groups(model), ac.lr,
-                                                               ac.weight_decay),
-                   ac.epochs, ac.batch_size, strategy)
-            adapted = _evaluate(ctx, adapted_run, model, splits["test"]).summary()
-            tracker.log_metrics(adapted_run, {"source_only_dice": source_only, "scratch_dice": scratch})
+            outcome = adapt_model(model, state, ac, data, _loaders(ctx), device, on_epoch=lambda log: tracker.log_metrics(
+                adapted_run, {"train_loss": log.train_loss, "val_dice": log.val_dice,
+                              "epoch_seconds": log.seconds}, step=log.epoch))
+            tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
+            if outcome.fit is not None:
+                fig = learning_curve(outcome.fit.history, run_name)
+                tracker.log_figure(adapted_run, fig, "plots/learning_curve.png")
+                plt.close(fig)
+            metrics = evaluate_cases(model, _loaders(ctx)(splits["test"], train=False, landmarks=outcome.landmarks),
+                                     device, ctx.cfg.preprocess.spacing)
+            adapted = metrics.summary()
+            tracker.log_metrics(adapted_run, {"test_dice": adapted["dice"], "test_hd95": adapted["hd95"]})
+            tracker.log_text(adapted_run, metrics.to_csv(), "metrics/test_per_case.csv")
+            source_after = _dice_on(ctx, model, source_test)
+            forgetting = None if source_before is None or source_after is None else source_before - source_after
+            negative = _negative_transfer(adapted["dice"], source_only, scratch, ac.negative_transfer_margin)
+            tracker.log_metrics(adapted_run, {"source_only_dice": source_only, "scratch_dice": scratch,
+                                              "source_dice_before": source_before, "source_dice_after": source_after,
+                                              "forgetting": forgetting})
+            tracker.set_tags(adapted_run, {"negative_transfer": "true" if negative else "false",
+                                           **({"negative_transfer_reason": negative} if negative else {})})
             tracker.log_state_dict(adapted_run, model)
             model_uri = tracker.log_model(adapted_run, model, _input_example(ctx))
         tracker.log_metrics(parent, {"source_only_dice": source_only, "scratch_dice": scratch,
-                                     "adapted_dice": adapted["dice"], "gain": adapted["dice"] - source_only})
+                                     "adapted_dice": adapted["dice"], "gain": adapted["dice"] - source_only,
+                                     "forgetting": forgetting})
         version = tracker.register(
             model_uri, name, adapted_run,
             tags={"test_dice": f"{adapted['dice']:.4f}", "test_hd95": f"{adapted['hd95']:.2f}",
                   "source_only_dice": f"{source_only:.4f}",
                   "scratch_dice": "" if scratch is None else f"{scratch:.4f}",
-                  "strategy": strategy.name, "site": site, "manifest_sha256": manifest_hash(manifest_path),
-                  "parent_run_id": parent},
-            description=(f"{strategy.name} from {pretrained} on {len(splits['training'])} labelled cases. "
+                  "forgetting": "" if forgetting is None else f"{forgetting:.4f}",
+                  "negative_transfer": "true" if negative else "false",
+                  "strategy": label, "site": site, "manifest_sha256": manifest_hash(manifest_path),
+                  "parent_run_id": parent, "harmonised": "true" if outcome.landmarks else "false"},
+            description=(f"{label} from {pretrained} on {len(splits['training'])} labelled cases. "
                          f"Test Dice {adapted['dice']:.3f} vs source-only {source_only:.3f}"
                          + ("" if scratch is None else f" and from-scratch {scratch:.3f}")
-                         + f" on the same {len(splits['test'])} test cases."))
-    return SiteResult(site, source_only, adapted["dice"], scratch, parent, adapted_run, name, version)
+                         + f" on the same {len(splits['test'])} test cases."
+                         + (f" NEGATIVE TRANSFER: {negative}." if negative else "")))
+    return SiteResult(site, source_only, adapted["dice"], scratch, parent, adapted_run, name, version,
+                      forgetting=forgetting, negative_transfer=negative, strategy=label)
+
+
+def _dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict]) -> float | None:
+    """Mean test Dice of ``model`` on ``items`` (the source test split, for forgetting)."""
+    if not items:
+        return None
+    return evaluate_cases(model, _loaders(ctx)(items, train=False), resolve_device(ctx.cfg.device),
+                          ctx.cfg.preprocess.spacing).summary()["dice"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -49,8 +49,13 @@ def seed_everything(seed: int) -> None:
 def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dict] | None,
         optimizer: torch.optim.Optimizer, *, epochs: int, device: torch.device,
         before_epoch: Callable[[int], None] | None = None,
-        on_epoch: Callable[[EpochLog], None] | None = None) -> FitResult:
-    """Train for ``epochs``; keep the weights of the best validation Dice (or the last epoch)."""
+        on_epoch: Callable[[EpochLog], None] | None = None,
+        extra_losses: Sequence[Callable[[torch.nn.Module], torch.Tensor]] = ()) -> FitResult:
+    """Train for ``epochs``; keep the weights of the best validation Dice (or the last epoch).
+
+    ``extra_losses`` are added to the segmentation loss at every step, after the labelled forward
+    pass (regularisers such as L2-SP/EWC, alignment losses such as CORAL).
+    """
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     result = FitResult()
     model.to(device)
@@ -64,6 +69,8 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
             image, label = batch["image"].to(device), batch["label"].to(device).long()
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(image), label)
+            for extra in extra_losses:
+                loss = loss + extra(model)
             loss.backward()
             optimizer.step()
             total += float(loss.detach())

@@ -2,6 +2,7 @@
 
 Example:
     >>> from tl_med.config import PreprocessConfig
+from tl_med.data.harmonise import HarmoniseToSourced
     >>> chain = preprocessing(PreprocessConfig())
     >>> type(chain[0]).__name__
     'LoadImaged'
@@ -30,20 +31,23 @@ from monai.transforms import (
 )
 
 from tl_med.config import PreprocessConfig
+from tl_med.data.harmonise import HarmoniseToSourced
 
 __all__ = ["preprocessing", "augmentation", "cached_dataset", "cache_dir_for"]
 
 KEYS = ("image", "label")
 
 
-def preprocessing(cfg: PreprocessConfig) -> list:
-    """Load → channel-first → RAS → resample to ``cfg.spacing`` → normalise → pad/crop to size."""
+def preprocessing(cfg: PreprocessConfig, landmarks: tuple[float, ...] | None = None) -> list:
+    """Load → channel-first → [harmonise to the source] → RAS → resample to ``cfg.spacing`` →
+    normalise → pad/crop to size."""
     intensity = (NormalizeIntensityd(keys="image") if cfg.intensity == "zscore"
                  else ScaleIntensityRangePercentilesd(keys="image", lower=1, upper=99, b_min=0.0,
                                                       b_max=1.0, clip=True))
     return [
         LoadImaged(keys=KEYS, allow_missing_keys=True, image_only=True),
         EnsureChannelFirstd(keys=KEYS, allow_missing_keys=True),
+        *([HarmoniseToSourced(keys="image", landmarks=landmarks)] if landmarks else []),
         Orientationd(keys=KEYS, axcodes="RAS", allow_missing_keys=True),
         Spacingd(keys=KEYS, pixdim=cfg.spacing, mode=("bilinear", "nearest"), allow_missing_keys=True),
         intensity,
@@ -61,17 +65,20 @@ def augmentation() -> list:
     ]
 
 
-def cache_dir_for(cfg: PreprocessConfig, cache_root: Path) -> Path:
-    """One cache folder per preprocessing config, so a config change never reads stale tensors."""
-    digest = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+def cache_dir_for(cfg: PreprocessConfig, cache_root: Path, landmarks: tuple[float, ...] | None = None) -> Path:
+    """One cache folder per preprocessing config (and harmonisation landmarks), so a change never
+    reads stale tensors."""
+    key = {"cfg": cfg.model_dump(mode="json"), **({"landmarks": [round(v, 6) for v in landmarks]}
+                                                  if landmarks else {})}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return cache_root / f"preprocess-{digest[:12]}"
 
 
 def cached_dataset(items: list[dict], cfg: PreprocessConfig, cache_root: Path,
-                   augment: bool = False) -> PersistentDataset:
+                   augment: bool = False, landmarks: tuple[float, ...] | None = None) -> PersistentDataset:
     """A ``PersistentDataset`` whose deterministic prefix is cached on disk under ``cache_root``.
 
     Items carry ``content`` (sha256 of image and label), which is part of MONAI's cache key: new content, new cache entry.
     """
-    chain = preprocessing(cfg) + (augmentation() if augment else [])
-    return PersistentDataset(data=items, transform=Compose(chain), cache_dir=cache_dir_for(cfg, cache_root))
+    chain = preprocessing(cfg, landmarks) + (augmentation() if augment else [])
+    return PersistentDataset(data=items, transform=Compose(chain), cache_dir=cache_dir_for(cfg, cache_root, landmarks))

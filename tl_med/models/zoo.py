@@ -22,7 +22,7 @@ def build_network(cfg: NetworkConfig) -> torch.nn.Module:
     if cfg.name == "UNet":
         return UNet(spatial_dims=3, in_channels=1, out_channels=cfg.out_channels,
                     channels=cfg.channels, strides=cfg.strides, num_res_units=cfg.num_res_units,
-                    dropout=cfg.dropout)
+                    dropout=cfg.dropout, norm=cfg.norm)
     raise ValueError(f"unknown network '{cfg.name}'")
 
 

@@ -1,0 +1,134 @@
+"""Compose one adaptation: strategy + regularisers + domain-adaptation steps, on one model.
+
+:func:`adapt_model` is the whole recipe the config describes, in a fixed order::
+
+    [harmonise] → train (strategy; + L2-SP/EWC; + CORAL) → [self-training round] → [AdaBN] → [TENT]
+
+It knows nothing about MLflow or Prefect: data come in as item lists and a loader factory, and
+progress goes out through ``on_epoch``.
+
+Example:
+    >>> # outcome = adapt_model(model, pretrained_state, cfg.adapt, data, loaders, device)
+    >>> # outcome.info["steps"] -> ["harmonise", "adabn"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import DataLoader
+
+from tl_med.adapt.regularisers import EWC, L2SP, fisher_diagonal
+from tl_med.adapt.strategies import build_strategy
+from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
+from tl_med.config import AdaptConfig
+from tl_med.data.harmonise import fit_landmarks
+from tl_med.train import EpochLog, FitResult, fit
+
+__all__ = ["AdaptData", "AdaptOutcome", "Loaders", "adapt_model", "source_landmarks"]
+
+
+@dataclass(frozen=True)
+class AdaptData:
+    """Item lists (MONAI datalist dicts) an adaptation may use. ``unlabelled`` never includes the
+    target test split; ``source_train`` is the source site's labelled training split."""
+
+    labelled: list[dict]
+    validation: list[dict]
+    unlabelled: list[dict]
+    source_train: list[dict]
+
+
+class Loaders(Protocol):
+    """Builds a DataLoader over items; ``harmonised`` applies the source landmarks (if any)."""
+
+    def __call__(self, items: list[dict], *, train: bool, batch_size: int = 1,
+                 landmarks: tuple[float, ...] | None = None, extra: list[dict] | None = None) -> DataLoader:
+        ...
+
+
+@dataclass
+class AdaptOutcome:
+    """What the adaptation did: the fit history, the landmarks used for target data, and facts
+    for the tracker (``info``)."""
+
+    fit: FitResult | None
+    landmarks: tuple[float, ...] | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def source_landmarks(items: list[dict]) -> tuple[float, ...]:
+    """Histogram landmarks of the source images, read raw (physical units) from their NIfTI files."""
+    return fit_landmarks(np.asanyarray(nib.load(it["image"]).dataobj, dtype=np.float32) for it in items)
+
+
+def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: AdaptConfig, data: AdaptData,
+                  loaders: Loaders, device: torch.device, landmarks: tuple[float, ...] | None,
+                  info: dict[str, Any]) -> list[Callable[[torch.nn.Module], torch.Tensor]]:
+    losses: list[Callable[[torch.nn.Module], torch.Tensor]] = []
+    reference = {k: v for k, v in state.items() if k in dict(model.named_parameters())}
+    if cfg.l2sp > 0:
+        losses.append(L2SP(reference, cfg.l2sp))
+    if cfg.ewc > 0:
+        fisher = fisher_diagonal(model, loaders(data.source_train, train=False), device)
+        losses.append(EWC(reference, fisher, cfg.ewc))
+        info["ewc_fisher_batches"] = len(data.source_train)
+    if "coral" in cfg.steps:
+        if not data.unlabelled:
+            raise ValueError("coral needs unlabelled target images")
+        losses.append(CoralLoss(model, loaders(data.unlabelled, train=True, batch_size=cfg.batch_size,
+                                               landmarks=landmarks), device, cfg.coral_weight))
+    return losses
+
+
+def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: AdaptConfig, data: AdaptData,
+                loaders: Loaders, device: torch.device,
+                on_epoch: Callable[[EpochLog], None] | None = None) -> AdaptOutcome:
+    """Adapt ``model`` (already holding the pretrained ``state``) to the target site, in place."""
+    info: dict[str, Any] = {"strategy": cfg.strategy, "steps": list(cfg.steps),
+                            "n_labelled": len(data.labelled), "n_unlabelled": len(data.unlabelled)}
+    landmarks = source_landmarks(data.source_train) if "harmonise" in cfg.steps else None
+    strategy = build_strategy(cfg)
+    losses = _extra_losses(model, state, cfg, data, loaders, device, landmarks, info)
+    # CORAL trains on the source labels too, so it works with zero target labels
+    train_items = data.labelled + (data.source_train if "coral" in cfg.steps else [])
+    validation = loaders(data.validation, train=False, landmarks=landmarks) if data.labelled else None
+    result = None
+
+    def train(epochs: int, extra: list[dict] | None = None) -> FitResult:
+        optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return fit(model, loaders(train_items, train=True, batch_size=cfg.batch_size, landmarks=landmarks,
+                                  extra=extra),
+                   validation, optimizer, epochs=epochs, device=device,
+                   before_epoch=lambda e: strategy.on_epoch_start(e, model), on_epoch=on_epoch,
+                   extra_losses=losses)
+
+    try:
+        if train_items:
+            result = train(cfg.epochs)
+        if "self_training" in cfg.steps:
+            pseudo = pseudo_labels(model, loaders(data.unlabelled, train=False, landmarks=landmarks), device,
+                                   cfg.pseudo_threshold)
+            info["pseudo_labelled"] = len(pseudo)
+            if pseudo:
+                result = train(max(1, cfg.epochs // 2), extra=pseudo)
+    finally:
+        for loss in losses:
+            if isinstance(loss, CoralLoss):
+                loss.close()
+    if "adabn" in cfg.steps:
+        info["adabn_layers"] = adabn(model, loaders(data.unlabelled, train=False, batch_size=cfg.batch_size,
+                                                    landmarks=landmarks), device)
+    if "tent" in cfg.steps:
+        entropy = tent(model, loaders(data.unlabelled, train=True, batch_size=cfg.batch_size, landmarks=landmarks),
+                       device, steps=cfg.tent_steps, lr=cfg.tent_lr)
+        info["tent_entropy_first_last"] = [entropy[0], entropy[-1]]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return AdaptOutcome(result, landmarks, info)
