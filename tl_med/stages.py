@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from monai.data import DataLoader
-from torch.utils.data import ConcatDataset
 
 from tl_med.adapt.run import AdaptData, Loaders, adapt_model
 from tl_med.adapt.strategies import Strategy
 from tl_med.config import PipelineConfig, TrainConfig, flatten
+from tl_med.data.loaders import loader_factory
 from tl_med.data.transforms import cached_dataset
 from tl_med.errors import InputError
 from tl_med.evaluate import CaseMetrics, evaluate_cases
@@ -81,9 +81,8 @@ class SiteResult:
 
 
 def _loader(ctx: StageContext, items: list[dict], *, train: bool, batch_size: int = 1) -> DataLoader:
-    ds = cached_dataset(items, ctx.cfg.preprocess, ctx.ws.cache, augment=train)
-    gen = torch.Generator().manual_seed(ctx.cfg.seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=0, generator=gen)
+    make = loader_factory(ctx.ws.cache, ctx.cfg.preprocess, seed=ctx.cfg.seed, augment=ctx.cfg.pretrain.augment)
+    return make(items, train=train, batch_size=batch_size)
 
 
 def warm_cache(ws: Workspace, cfg: PipelineConfig, manifest_path: Path) -> int:
@@ -197,15 +196,7 @@ def _child(ctx: StageContext, site: str, manifest_path: Path, strategy: str,
 
 
 def _loaders(ctx: StageContext) -> Loaders:
-    def make(items: list[dict], *, train: bool, batch_size: int = 1, landmarks: tuple[float, ...] | None = None,
-             extra: list[dict] | None = None) -> DataLoader:
-        ds = cached_dataset(items, ctx.cfg.preprocess, ctx.ws.cache, augment=train and ctx.cfg.adapt.augment,
-                            landmarks=landmarks)
-        if extra:  # pseudo-labelled cases: already preprocessed tensors
-            ds = ConcatDataset([ds, [{**e, "content": ""} for e in extra]])
-        gen = torch.Generator().manual_seed(ctx.cfg.seed)
-        return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=0, generator=gen)
-    return make
+    return loader_factory(ctx.ws.cache, ctx.cfg.preprocess, seed=ctx.cfg.seed, augment=ctx.cfg.adapt.augment)
 
 
 def _adapt_data(ctx: StageContext, manifest_path: Path, splits: dict[str, list[dict]],

@@ -62,6 +62,15 @@ class AdaptOutcome:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _target_images(data: AdaptData) -> list[dict]:
+    """Every target image the steps may look at: unlabelled ones and the labelled training images
+    (labels dropped), each once. Never the test split."""
+    seen: dict[str, dict] = {}
+    for item in data.unlabelled + [{k: v for k, v in it.items() if k != "label"} for it in data.labelled]:
+        seen.setdefault(item["case_id"], item)
+    return list(seen.values())
+
+
 def source_landmarks(items: list[dict]) -> tuple[float, ...]:
     """Histogram landmarks of the source images, read raw (physical units) from their NIfTI files."""
     return fit_landmarks(np.asanyarray(nib.load(it["image"]).dataobj, dtype=np.float32) for it in items)
@@ -79,9 +88,10 @@ def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: A
         losses.append(EWC(reference, fisher, cfg.ewc))
         info["ewc_fisher_batches"] = len(data.source_train)
     if "coral" in cfg.steps:
-        if not data.unlabelled:
-            raise ValueError("coral needs unlabelled target images")
-        losses.append(CoralLoss(model, loaders(data.unlabelled, train=True, batch_size=cfg.batch_size,
+        images = _target_images(data)
+        if not images:
+            raise ValueError("coral needs target images")
+        losses.append(CoralLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
                                                landmarks=landmarks), device, cfg.coral_weight))
     return losses
 
@@ -122,11 +132,11 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
             if isinstance(loss, CoralLoss):
                 loss.close()
     if "adabn" in cfg.steps:
-        info["adabn_layers"] = adabn(model, loaders(data.unlabelled, train=False, batch_size=cfg.batch_size,
+        info["adabn_layers"] = adabn(model, loaders(_target_images(data), train=False, batch_size=cfg.batch_size,
                                                     landmarks=landmarks), device)
     if "tent" in cfg.steps:
-        entropy = tent(model, loaders(data.unlabelled, train=True, batch_size=cfg.batch_size, landmarks=landmarks),
-                       device, steps=cfg.tent_steps, lr=cfg.tent_lr)
+        entropy = tent(model, loaders(_target_images(data), train=True, batch_size=cfg.batch_size,
+                                      landmarks=landmarks), device, steps=cfg.tent_steps, lr=cfg.tent_lr)
         info["tent_entropy_first_last"] = [entropy[0], entropy[-1]]
     for p in model.parameters():
         p.requires_grad_(True)

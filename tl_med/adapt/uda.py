@@ -38,9 +38,13 @@ def adabn(model: torch.nn.Module, loader: Iterable[dict], device: torch.device) 
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over all target batches
     model.to(device).train()
+    seen = 0
     for batch in loader:
         model(batch["image"].to(device))
+        seen += 1
     model.eval()
+    if not seen:
+        raise ValueError("AdaBN got no target images: the statistics would be reset to defaults")
     return len(layers)
 
 
@@ -100,8 +104,9 @@ class CoralLoss:
     def __init__(self, model: torch.nn.Module, target: Iterable[dict], device: torch.device,
                  weight: float) -> None:
         bottom = next(b for b in unet_blocks(model) if b.kind == "bottom")
-        module_name = bottom.names[0].rsplit(".", 2)[0]
-        self.module = model.get_submodule(module_name)
+        tokens = bottom.names[0].split(".")
+        last = len(tokens) - 1 - tokens[::-1].index("submodule")  # the bottleneck module's path
+        self.module = model.get_submodule(".".join(tokens[:last + 1]))
         self.target, self.device, self.weight = _cycle(target), device, weight
         self.captured: torch.Tensor | None = None
         self.handle = self.module.register_forward_hook(self._hook)

@@ -67,12 +67,17 @@ class Anatomy:
     aorta_radius: float
 
 
-def sample_anatomy(rng: np.random.Generator) -> Anatomy:
-    """Draw one patient: sizes and positions vary, the layout stays anatomical."""
+def sample_anatomy(rng: np.random.Generator, spread: float = 1.0) -> Anatomy:
+    """Draw one patient: sizes and positions vary, the layout stays anatomical.
+
+    ``spread`` scales the liver's position and size variation (1: the demo's population; larger
+    values make a fixed location prior less useful, as in the label-efficiency benchmark).
+    """
     j = lambda scale: float(rng.uniform(-scale, scale))  # noqa: E731 - tiny jitter helper
+    s = spread
     liver = Ellipsoid(
-        center=(-32 + j(8), -4 + j(8), 8 + j(10)),
-        radii=(38 + j(7), 34 + j(6), 42 + j(8)),
+        center=(-32 + j(8 * s), -4 + j(8 * s), 8 + j(10 * s)),
+        radii=(38 + j(7 * s), 34 + j(6 * s), 42 + j(8 * s)),
         wobble=0.18 + j(0.06),
         phase=(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 2 * np.pi))),
     )

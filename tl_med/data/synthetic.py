@@ -38,6 +38,7 @@ class SyntheticSite:
     name: str
     profile: str
     n_studies: int
+    spread: float = 1.0  # anatomical variation of the liver (see phantom.sample_anatomy)
 
 
 DEMO_SITES = (SyntheticSite("north", "north", 40), SyntheticSite("east", "east", 18),
@@ -82,10 +83,10 @@ def _fake_patient(site: str, index: int, rng: np.random.Generator) -> FakePatien
 
 
 def generate_study(site: str, profile: ScannerProfile, index: int, seed: int,
-                   out: Path) -> tuple[Path, Path]:
+                   out: Path, spread: float = 1.0) -> tuple[Path, Path]:
     """Generate one study of one site: returns (series folder, label path)."""
     rng = np.random.default_rng(_seed_for(seed, site, index))
-    anatomy = sample_anatomy(rng)
+    anatomy = sample_anatomy(rng, spread)
     pts = voxel_points(profile)
     shape = (profile.cols, profile.rows, profile.n_slices)
     tissue = tissue_at(anatomy, pts).reshape(shape)
@@ -119,6 +120,6 @@ def generate_sites(out: Path, sites: tuple[SyntheticSite, ...] | list[SyntheticS
     for spec in sites:
         profile = PROFILES[spec.profile].downsampled(downsample)
         for index in range(spec.n_studies):
-            generate_study(spec.name, profile, index, seed, out)
+            generate_study(spec.name, profile, index, seed, out, spec.spread)
         summary[spec.name] = {"studies": spec.n_studies, "files": spec.n_studies * profile.n_slices}
     return summary

@@ -80,5 +80,8 @@ def cached_dataset(items: list[dict], cfg: PreprocessConfig, cache_root: Path,
 
     Items carry ``content`` (sha256 of image and label), which is part of MONAI's cache key: new content, new cache entry.
     """
-    chain = preprocessing(cfg, landmarks) + (augmentation() if augment else [])
+    # augmentation re-wraps tensors as MetaTensors: end with plain tensors so that every item
+    # (cached, augmented or pseudo-labelled) collates the same way
+    chain = preprocessing(cfg, landmarks) + (augmentation() + [EnsureTyped(keys=KEYS, allow_missing_keys=True,
+                                                                          track_meta=False)] if augment else [])
     return PersistentDataset(data=items, transform=Compose(chain), cache_dir=cache_dir_for(cfg, cache_root, landmarks))
