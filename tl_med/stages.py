@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import torch
 from monai.data import DataLoader
 
 from tl_med.adapt.run import AdaptData, Loaders, adapt_model
-from tl_med.adapt.strategies import Strategy
 from tl_med.config import PipelineConfig, TrainConfig, flatten
 from tl_med.data.loaders import loader_factory
 from tl_med.data.transforms import cached_dataset
@@ -32,7 +32,7 @@ from tl_med.models.pretrained import load_state, transfer_weights
 from tl_med.models.zoo import build_network, resolve_device
 from tl_med.plots import learning_curve
 from tl_med.tracking import Tracker, code_version, registered_model_name
-from tl_med.train import FitResult, fit, seed_everything
+from tl_med.train import EpochLog, FitResult, fit, seed_everything
 from tl_med.workspace import Workspace
 
 __all__ = ["StageContext", "PretrainResult", "SiteResult", "pretrain_source", "adapt_site", "warm_cache",
@@ -131,21 +131,25 @@ def _log_setup(ctx: StageContext, run_id: str, site: str, manifest_path: Path,
                                ("inputs", "converted", "skipped", "quarantined")})
 
 
+def _epoch_logger(tracker: Tracker, run_id: str) -> Callable[[EpochLog], None]:
+    return lambda log: tracker.log_metrics(run_id, {"train_loss": log.train_loss, "val_dice": log.val_dice,
+                                                    "epoch_seconds": log.seconds}, step=log.epoch)
+
+
+def _log_fit(tracker: Tracker, run_id: str, result: FitResult) -> None:
+    """The learning curve and the best epoch of a finished fit."""
+    fig = learning_curve(result.history, tracker.client.get_run(run_id).info.run_name)
+    tracker.log_figure(run_id, fig, "plots/learning_curve.png")
+    plt.close(fig)
+    tracker.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice})
+
+
 def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
-           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int,
-           strategy: Strategy | None = None) -> FitResult:
-    t = ctx.tracker
+           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int) -> FitResult:
     val = _loader(ctx, splits["validation"], train=False) if splits["validation"] else None
     result = fit(model, _loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
-                 epochs=epochs, device=resolve_device(ctx.cfg.device),
-                 before_epoch=(lambda e: strategy.on_epoch_start(e, model)) if strategy else None,
-                 on_epoch=lambda log: t.log_metrics(run_id, {"train_loss": log.train_loss,
-                                                             "val_dice": log.val_dice,
-                                                             "epoch_seconds": log.seconds}, step=log.epoch))
-    fig = learning_curve(result.history, f"{t.client.get_run(run_id).info.run_name}")
-    t.log_figure(run_id, fig, "plots/learning_curve.png")
-    plt.close(fig)
-    t.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice})
+                 epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=_epoch_logger(ctx.tracker, run_id))
+    _log_fit(ctx.tracker, run_id, result)
     return result
 
 
@@ -271,14 +275,11 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
             tracker.log_json(adapted_run, {"transferred": report.transferred,
                                            "newly_initialised": report.newly_initialised},
                              "transfer/weights_report.json")
-            outcome = adapt_model(model, state, ac, data, _loaders(ctx), device, on_epoch=lambda log: tracker.log_metrics(
-                adapted_run, {"train_loss": log.train_loss, "val_dice": log.val_dice,
-                              "epoch_seconds": log.seconds}, step=log.epoch))
+            outcome = adapt_model(model, state, ac, data, _loaders(ctx), device,
+                                  on_epoch=_epoch_logger(tracker, adapted_run))
             tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
             if outcome.fit is not None:
-                fig = learning_curve(outcome.fit.history, run_name)
-                tracker.log_figure(adapted_run, fig, "plots/learning_curve.png")
-                plt.close(fig)
+                _log_fit(tracker, adapted_run, outcome.fit)
             metrics = evaluate_cases(model, _loaders(ctx)(splits["test"], train=False, landmarks=outcome.landmarks),
                                      device, ctx.cfg.preprocess.spacing)
             adapted = metrics.summary()
