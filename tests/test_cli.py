@@ -84,3 +84,27 @@ def test_demo_tiny_profile_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Pretrained source: models:/tlmed-liver-north@challenger" in proc.stdout
     assert "feature_extraction+harmonise+self_training" in proc.stdout and "tlmed-liver-east v2" in proc.stdout
+
+
+def test_approve_refusal_and_success_from_the_command_line(workspace):
+    from mlflow import MlflowClient
+
+    ws, sites_file = workspace
+    client = MlflowClient(ws.tracking_uri)
+    run = client.create_run(client.create_experiment("t", artifact_location=str(ws.mlflow_artifacts))).info.run_id
+    client.create_registered_model("tlmed-liver-east")
+    for dice, flag in (("0.80", "false"), ("0.90", "true")):
+        client.create_model_version("tlmed-liver-east", f"runs:/{run}/model", run_id=run,
+                                    tags={"test_dice": dice, "source_only_dice": "0.1", "negative_transfer": flag,
+                                          "manifest_sha256": "m"})
+    common = ("--site", "east", "--workspace", str(ws.root), "--sites", str(sites_file))
+    proc = tl_med("approve", "--version", "2", "--approver", "Dr. A", "--reason", "r", *common)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: refusing to approve tlmed-liver-east v2: it was flagged for negative transfer "
+        "(use --override with a reason to approve anyway)"]
+    proc = tl_med("approve", "--version", "1", "--reason", "r", *common)
+    assert proc.returncode == 2 and "approver name is required" in proc.stderr
+    proc = tl_med("approve", "--version", "1", "--approver", "Dr. A", "--reason", "reviewed", *common)
+    assert proc.returncode == 0 and "tlmed-liver-east v1 is now champion (was none)" in proc.stdout
+    proc = tl_med("models", *common)
+    assert proc.returncode == 0 and "champion" in proc.stdout and "Dr. A" in proc.stdout

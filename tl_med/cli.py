@@ -1,8 +1,9 @@
 """``tl-med``: the command line.
 
 Commands: ``demo`` (synthetic sites + the whole pipeline), ``run`` (the pipeline on configured
-sites), ``adapt`` (one site from a pretrained source, with a strategy and steps), ``ingest`` (one
-site), ``synth`` (write synthetic sites), ``ui`` (MLflow UI on the workspace).
+sites), ``adapt`` (one site from a pretrained source, with a strategy and steps), ``approve`` /
+``reject`` / ``models`` (the champion gate), ``ingest`` (one site), ``synth`` (write synthetic
+sites), ``ui`` (MLflow UI on the workspace).
 Problems a user can fix print one ``error:`` line and exit with status 2.
 """
 
@@ -167,6 +168,73 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
     registry = load_sites(sites, ws.root)
     start = pretrained or f"models:/tlmed-{cfg.task}-{registry.source.name}@challenger"
     _run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start)
+
+
+def _registry_client(workspace: Path | None, sites: Path):
+    from mlflow import MlflowClient
+
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace)
+    if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
+        raise TlMedError(f"no MLflow store at {ws.mlflow_db}: run the pipeline first")
+    return MlflowClient(ws.tracking_uri), load_sites(sites, ws.root)
+
+
+@app.command()
+def approve(site: Annotated[str, typer.Option("--site", help="Target site.")],
+            version: Annotated[str, typer.Option("--version", help="Registered model version to promote.")],
+            approver: Annotated[str, typer.Option("--approver", help="Your name (recorded).")] = "",
+            reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+            override: Annotated[str, typer.Option("--override", help="Approve despite the objections; "
+                                                  "the text is recorded as the override's reason.")] = "",
+            workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+    """Move the site model's ``champion`` alias to a version, after the approval checks."""
+    from tl_med.approval import approve as do_approve
+
+    client, registry = _registry_client(workspace, sites)
+    registry.get(site)
+    d = do_approve(client, registry.task, site, version, approver=approver, reason=reason, override=override)
+    console.print(f"{d.model} v{d.version} is now champion (was {('v' + d.previous_champion) if d.previous_champion else 'none'}); "
+                  f"approved by {d.approver} at {d.at}" + (f"; OVERRIDE: {d.override}" if d.override else ""),
+                  markup=False)
+
+
+@app.command()
+def reject(site: Annotated[str, typer.Option("--site", help="Target site.")],
+           version: Annotated[str, typer.Option("--version", help="Registered model version.")],
+           approver: Annotated[str, typer.Option("--approver", help="Your name (recorded).")] = "",
+           reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+    """Record a rejection of a version (no alias moves)."""
+    from tl_med.approval import reject as do_reject
+
+    client, registry = _registry_client(workspace, sites)
+    registry.get(site)
+    d = do_reject(client, registry.task, site, version, approver=approver, reason=reason)
+    console.print(f"{d.model} v{d.version} rejected by {d.approver} at {d.at}", markup=False)
+
+
+@app.command()
+def models(site: Annotated[Optional[list[str]], typer.Option("--site", help="Site(s); default: all targets "
+                                                                              "and the source.")] = None,
+           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+    """List each site's registered versions with metrics, aliases and decisions."""
+    from tl_med.approval import list_versions
+
+    client, registry = _registry_client(workspace, sites)
+    names = [registry.get(s).name for s in site] if site else registry.names
+    table = Table(title=f"Registered site models (task {registry.task})")
+    for h in ("model", "version", "aliases", "test Dice", "source-only", "from-scratch", "forgetting",
+              "negative transfer", "decision", "by", "reason"):
+        table.add_column(h, no_wrap=h in ("model", "aliases"))
+    for row in list_versions(client, registry.task, names):
+        t = row.tags
+        table.add_row(row.model, row.version, ", ".join(row.aliases), t.get("test_dice", ""),
+                      t.get("source_only_dice", ""), t.get("scratch_dice", ""), t.get("forgetting", ""),
+                      t.get("negative_transfer", ""), t.get("decision", "") + (" (override)" if t.get(
+                          "decision_override") else ""), t.get("decided_by", ""), t.get("decision_reason", ""))
+    console.print(table)
 
 
 @app.command()
