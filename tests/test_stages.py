@@ -31,7 +31,11 @@ def test_pretrain_and_adapt_log_runs_and_register_challengers(ingested, tiny_cfg
     assert len(client.get_metric_history(ft.info.run_id, "train_loss")) == tiny_cfg.adapt.epochs
     assert {"test_dice", "test_hd95", "source_only_dice", "scratch_dice"} <= set(ft.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(ft.info.run_id)}
-    assert {"config", "plots", "metrics", "weights", "transfer"} <= artifacts
+    assert {"config", "plots", "metrics", "weights", "transfer", "summary.md"} <= artifacts
+    assert {a.path for a in client.list_artifacts(ft.info.run_id, "plots")} == \
+        {"plots/learning_curve.png", "plots/overlays.png"}
+    summary = open(client.download_artifacts(ft.info.run_id, "summary.md")).read()
+    assert "| source-only |" in summary and "negative transfer" in summary
     assert len(ft.inputs.dataset_inputs) == 3
     version = client.get_model_version_by_alias("tlmed-liver-east", "challenger")
     assert str(version.version) == res.model_version and version.run_id == res.adapted_run_id

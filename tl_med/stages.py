@@ -30,7 +30,7 @@ from tl_med.evaluate import CaseMetrics, evaluate_cases
 from tl_med.manifests import datalist, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
 from tl_med.models.zoo import build_network, resolve_device
-from tl_med.plots import learning_curve
+from tl_med.plots import learning_curve, overlays
 from tl_med.tracking import Tracker, code_version, registered_model_name
 from tl_med.train import EpochLog, FitResult, fit, seed_everything
 from tl_med.workspace import Workspace
@@ -153,9 +153,16 @@ def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[
     return result
 
 
+def _log_overlays(ctx: StageContext, run_id: str, model: torch.nn.Module, loader: DataLoader) -> None:
+    fig = overlays(model, loader, resolve_device(ctx.cfg.device))
+    ctx.tracker.log_figure(run_id, fig, "plots/overlays.png")
+    plt.close(fig)
+
+
 def _evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict]) -> CaseMetrics:
-    metrics = evaluate_cases(model, _loader(ctx, items, train=False), resolve_device(ctx.cfg.device),
-                             ctx.cfg.preprocess.spacing)
+    loader = _loader(ctx, items, train=False)
+    metrics = evaluate_cases(model, loader, resolve_device(ctx.cfg.device), ctx.cfg.preprocess.spacing)
+    _log_overlays(ctx, run_id, model, loader)
     s = metrics.summary()
     ctx.tracker.log_metrics(run_id, {"test_dice": s["dice"], "test_hd95": s["hd95"]})
     ctx.tracker.log_text(run_id, metrics.to_csv(), "metrics/test_per_case.csv")
@@ -280,8 +287,9 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
             tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
             if outcome.fit is not None:
                 _log_fit(tracker, adapted_run, outcome.fit)
-            metrics = evaluate_cases(model, _loaders(ctx)(splits["test"], train=False, landmarks=outcome.landmarks),
-                                     device, ctx.cfg.preprocess.spacing)
+            test_loader = _loaders(ctx)(splits["test"], train=False, landmarks=outcome.landmarks)
+            metrics = evaluate_cases(model, test_loader, device, ctx.cfg.preprocess.spacing)
+            _log_overlays(ctx, adapted_run, model, test_loader)
             adapted = metrics.summary()
             tracker.log_metrics(adapted_run, {"test_dice": adapted["dice"], "test_hd95": adapted["hd95"]})
             tracker.log_text(adapted_run, metrics.to_csv(), "metrics/test_per_case.csv")
@@ -298,6 +306,11 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
         tracker.log_metrics(parent, {"source_only_dice": source_only, "scratch_dice": scratch,
                                      "adapted_dice": adapted["dice"], "gain": adapted["dice"] - source_only,
                                      "forgetting": forgetting})
+        champion = _champion(tracker, name, manifest_hash(manifest_path))
+        summary = _summary_markdown(site, label, len(splits["training"]), len(splits["test"]), source_only, scratch,
+                                    adapted, forgetting, negative, champion)
+        for run in (parent, adapted_run):
+            tracker.log_text(run, summary, "summary.md")
         version = tracker.register(
             model_uri, name, adapted_run,
             tags={"test_dice": f"{adapted['dice']:.4f}", "test_hd95": f"{adapted['hd95']:.2f}",
@@ -306,14 +319,46 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                   "forgetting": "" if forgetting is None else f"{forgetting:.4f}",
                   "negative_transfer": "true" if negative else "false",
                   "strategy": label, "site": site, "manifest_sha256": manifest_hash(manifest_path),
-                  "parent_run_id": parent, "harmonised": "true" if outcome.landmarks else "false"},
+                  "parent_run_id": parent, "harmonised": "true" if outcome.landmarks else "false",
+                  "champion_version": champion[0] if champion else "",
+                  "champion_test_dice": f"{champion[1]:.4f}" if champion else ""},
             description=(f"{label} from {pretrained} on {len(splits['training'])} labelled cases. "
                          f"Test Dice {adapted['dice']:.3f} vs source-only {source_only:.3f}"
                          + ("" if scratch is None else f" and from-scratch {scratch:.3f}")
-                         + f" on the same {len(splits['test'])} test cases."
-                         + (f" NEGATIVE TRANSFER: {negative}." if negative else "")))
+                         + f" on the same {len(splits['test'])} test cases"
+                         + (f"; champion v{champion[0]}: {champion[1]:.3f}" if champion else "; no champion yet")
+                         + "." + (f" NEGATIVE TRANSFER: {negative}." if negative else "")))
     return SiteResult(site, source_only, adapted["dice"], scratch, parent, adapted_run, name, version,
                       forgetting=forgetting, negative_transfer=negative, strategy=label)
+
+
+def _champion(tracker: Tracker, name: str, manifest_sha: str) -> tuple[str, float] | None:
+    """(version, test Dice) of the current champion when it was evaluated on the same test manifest."""
+    try:
+        version = tracker.client.get_model_version_by_alias(name, "champion")
+    except Exception:  # noqa: BLE001 - no registered model or no champion yet
+        return None
+    if version.tags.get("manifest_sha256") != manifest_sha or "test_dice" not in version.tags:
+        return None
+    return str(version.version), float(version.tags["test_dice"])
+
+
+def _summary_markdown(site: str, label: str, n_labelled: int, n_test: int, source_only: float,
+                      scratch: float | None, adapted: dict[str, float], forgetting: float | None,
+                      negative: str, champion: tuple[str, float] | None) -> str:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = [f"## Site `{site}`: {label} on {n_labelled} labelled cases, {n_test} test cases", "",
+             "| model | test Dice |", "|---|---|",
+             f"| source-only | {fmt(source_only)} |", f"| from scratch | {fmt(scratch)} |",
+             f"| **adapted ({label})** | **{fmt(adapted['dice'])}** (HD95 {adapted['hd95']:.1f} mm) |"]
+    if champion:
+        lines.append(f"| champion v{champion[0]} (same test manifest) | {champion[1]:.3f} |")
+    lines += ["", f"- forgetting (source test Dice lost): {fmt(forgetting)}",
+              f"- negative transfer: {negative or 'no'}",
+              "- promotion: `tl-med approve --site " + site + " --version <v> --approver <name> --reason <why>`"]
+    return "\n".join(lines) + "\n"
 
 
 def _dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict]) -> float | None:
