@@ -59,6 +59,13 @@ def adapt(workspace: str, config: dict, site: str, manifest_path: str, pretraine
                       source_manifest=Path(source_manifest))
 
 
+def comparison_markdown(workspace: str, config: dict, sites: list[str]) -> str:
+    from tl_med.report import comparison, to_markdown
+
+    ctx = _context(workspace, config, "")
+    return to_markdown(comparison(ctx.tracker.client, ctx.cfg.task, sites, ctx.tracker.experiment))
+
+
 @flow(name="site-adaptation-pipeline", log_prints=True)
 def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | None = None,
                              targets: list[str] | None = None, trigger: str = "manual",
@@ -89,6 +96,9 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
     outcome = PipelineResult(source=source, sites=results, pretrained=start)
     create_markdown_artifact(markdown=results_markdown(outcome), key="site-results",
                              description="Per-site Dice: source-only vs adapted")
+    create_markdown_artifact(markdown=comparison_markdown(workspace, config_json, [s.name for s in chosen]),
+                             key="comparison-report", description="Strategies and baselines per site, "
+                             "champion vs challenger (same table as `tl-med report`)")
     if quarantined:  # a finished run that left inputs behind says so in its final state
         return Completed(message=f"completed with {quarantined} quarantined", data=outcome)
     return outcome

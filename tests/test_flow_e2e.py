@@ -117,6 +117,7 @@ def test_no_planted_phi_reaches_anything_the_pipeline_writes(prefect_server, wor
     # positive controls: the scan does see what the pipeline legitimately wrote
     assert any(b"GE MEDICAL SYSTEMS" in _text_of(p) for p in written)
     assert any(b"ingest-east" in p.read_bytes() for p in prefect_files)  # the ingest artifact's key
+    assert any(b"comparison-report" in p.read_bytes() for p in prefect_files)  # the comparison artifact
     for path in written:
         blob = _text_of(path)
         for secret in secrets:

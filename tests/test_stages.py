@@ -36,6 +36,13 @@ def test_pretrain_and_adapt_log_runs_and_register_challengers(ingested, tiny_cfg
         {"plots/learning_curve.png", "plots/overlays.png"}
     summary = open(client.download_artifacts(ft.info.run_id, "summary.md")).read()
     assert "| source-only |" in summary and "negative transfer" in summary
+    from tl_med.report import comparison, to_html, to_markdown
+
+    report = comparison(client, "liver", ["east", "west"], "tlmed-test")  # west has no runs: left out
+    assert [r.site for r in report] == ["east"] and report[0].parent_run_id == res.parent_run_id
+    assert [row[0] for row in report[0].rows] == ["east-source_only", "east-scratch", "east-finetune"]
+    assert report[0].champion == "none" and report[0].challenger.startswith(f"v{res.model_version}:")
+    assert "| east-finetune | finetune |" in to_markdown(report) and "<td>east-scratch</td>" in to_html(report)
     assert len(ft.inputs.dataset_inputs) == 3
     version = client.get_model_version_by_alias("tlmed-liver-east", "challenger")
     assert str(version.version) == res.model_version and version.run_id == res.adapted_run_id

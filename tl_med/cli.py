@@ -238,6 +238,29 @@ def models(site: Annotated[Optional[list[str]], typer.Option("--site", help="Sit
 
 
 @app.command()
+def report(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+    """Write the per-site comparison (Markdown and HTML) and log it to each site's latest parent run."""
+    from tl_med.report import comparison, to_html, to_markdown
+
+    client, registry = _registry_client(workspace, sites)
+    ws = resolve_workspace(workspace)
+    found = comparison(client, registry.task, [t.name for t in registry.targets])
+    if not found:
+        raise TlMedError("no adapt runs to compare yet: run the pipeline first")
+    md, page = to_markdown(found), to_html(found)
+    out = ws.reports / "comparison"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(md)
+    (out / "comparison.html").write_text(page)
+    for site in found:
+        client.log_text(site.parent_run_id, md, "report/comparison.md")
+        client.log_text(site.parent_run_id, page, "report/comparison.html")
+    console.print(md, markup=False)
+    console.print(f"written: {out / 'comparison.md'} and {out / 'comparison.html'}; logged to "
+                  f"{len(found)} parent run(s)", markup=False)
+
+
+@app.command()
 def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
            workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
     """Ingest one site's DICOM into de-identified NIfTI plus its manifest and report."""
