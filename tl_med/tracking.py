@@ -184,9 +184,11 @@ class Tracker:
         except MlflowException:
             self.client.create_registered_model(name, description=f"tl_med site model ({name})")
         with _fluent_uri(self.tracking_uri):  # MLflow resolves models:/m-… sources via the global URI
+            # a logged model's URI (models:/m-…) must name its model id, or a tracking server refuses it
+            model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
             version = self.client.create_model_version(name, model_uri, run_id=run_id,
                                                        tags={k: str(v) for k, v in tags.items()},
-                                                       description=description)
+                                                       description=description, model_id=model_id)
         try:
             self.client.set_registered_model_alias(name, alias, version.version)
         except BaseException:
