@@ -61,7 +61,7 @@ def _ours(folder: Path, out: Path) -> tuple[list[nib.Nifti1Image], IngestReport]
     for k, stack in enumerate(group_series(scan_dicom_tree(folder, report, rel_to=folder)).values()):
         geom = build_geometry(stack)
         if not isinstance(geom, str):
-            path = write_nifti(read_volume(geom), geom.affine, out / f"ours{k}.nii")
+            path = write_nifti(read_volume(geom), geom.affine, out / f"ours{k}.nii").path
             images.append(nib.as_closest_canonical(nib.load(path)))
     return images, report
 

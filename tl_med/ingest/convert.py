@@ -12,7 +12,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -23,7 +23,7 @@ from scipy import ndimage
 from tl_med.ingest.geometry import Correction, SeriesGeometry
 from tl_med.ingest.header import Frame
 
-__all__ = ["Volume", "read_volume", "write_nifti", "file_sha256", "read_plane"]
+__all__ = ["Volume", "Written", "read_volume", "write_nifti", "file_sha256", "read_plane"]
 
 
 def _decoded(path: Path) -> np.ndarray:
@@ -119,7 +119,28 @@ def _gzip_writer(raw: BinaryIO, level: int) -> BinaryIO:
     return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0)
 
 
-def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compresslevel: int = 1) -> Path:
+class Written(NamedTuple):
+    """A written file and the sha256 of its bytes (hashed while writing, never read back)."""
+
+    path: Path
+    sha256: str
+
+
+class _Hashing:
+    """A binary file that hashes everything written to it."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh, self.hash = fh, hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.hash.update(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compresslevel: int = 1) -> Written:
     """Write a single-file NIfTI-1 with ``affine`` as both sform and qform (code 1, scanner).
 
     The header's text fields (``descrip``, ``aux_file``, ``intent_name``, ``db_name``) stay empty
@@ -141,19 +162,18 @@ def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compre
     hdr["vox_offset"] = 352
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as raw:
-        out = _gzip_writer(raw, compresslevel) if path.name.endswith(".gz") else raw
+    with open(tmp, "wb") as fh:
+        raw = _Hashing(fh)
+        out = _gzip_writer(raw, compresslevel) if path.name.endswith(".gz") else raw  # type: ignore[arg-type]
         hdr.write_to(out)  # 348 bytes and the 4-byte "no extensions" flag: data start at 352
         out.write(memoryview(data.T).cast("B"))
         if out is not raw:
             out.close()
     tmp.replace(path)
-    return path
+    return Written(path, raw.hash.hexdigest())
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+    """sha256 of a file's bytes."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -148,26 +148,22 @@ def _native(ds: Dataset, frames: int) -> tuple[int, str, int] | None | str:
     return elem.value_tell, dtype, (bits - stored if signed and 0 < stored < bits else 0)
 
 
-def _parse_sequences(ds: Dataset, depth: int = 0) -> None:
-    """Parse every sequence (pydicom defers them) so a broken one fails here, not later."""
+def _check_elements(ds: Dataset, size: int, depth: int = 0) -> str | None:
+    """One pass over the elements: the first whose declared length runs past the end of the file,
+    as a reason; every sequence is parsed (pydicom defers them) so a broken one fails here."""
     for tag in list(ds.keys()):
         raw = ds.get_item(tag, keep_deferred=True)
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if depth == 0 and tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
+            what = "Pixel Data" if tag == _PIXEL_DATA else f"element {tag} ({raw.VR or '?'})"
+            kind = "broken sequence" if raw.VR == "SQ" else "file truncated"
+            return f"{kind} ({what} declares {length} bytes, {max(size - tell, 0)} present)"
         vr = raw.VR if raw is not None else None
         if vr is None and tag.element != 0 and not tag.is_private:
             vr = dictionary_VR(tag) if tag in DicomDictionary else None
         if vr == "SQ" and depth < 8:
             for item in ds[tag].value:
-                _parse_sequences(item, depth + 1)
-
-
-def _overrun(ds: Dataset, size: int) -> str | None:
-    """The first element whose declared length runs past the end of the file, if any."""
-    for tag in ds.keys():
-        raw = ds.get_item(tag, keep_deferred=True)
-        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-        if tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size:
-            what = "Pixel Data" if tag == _PIXEL_DATA else f"element {tag} ({raw.VR or '?'})"
-            return f"{what} declares {length} bytes, {max(size - tell, 0)} present"
+                _check_elements(item, size, depth + 1)
     return None
 
 
@@ -187,14 +183,12 @@ def _reject(ds: Dataset) -> str | None:
 
 def frames_of(ds: Dataset, path: Path, rel: str, size: int, sha256: str = "") -> list[Frame] | str:
     """The frames of ``ds``, or a ``skip:``/``quarantine:`` reason (one line)."""
-    overrun = _overrun(ds, size)
-    if overrun:
-        kind = "broken sequence" if "(SQ)" in overrun else "file truncated"
-        return f"quarantine:{kind} ({overrun})"
     try:
-        _parse_sequences(ds)
+        problem = _check_elements(ds, size)
     except Exception as exc:  # noqa: BLE001 - any malformed sequence is a quarantine
         return f"quarantine:broken sequence ({safe_message(exc)})"
+    if problem:
+        return f"quarantine:{problem}"
     rejected = _reject(ds)
     if rejected:
         return rejected

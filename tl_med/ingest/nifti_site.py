@@ -107,10 +107,11 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
         fp = fingerprint(state.options, "nifti", sha)
         record = state.reusable(state.stacks, fp, ws.root, "out")
         if record is None:
-            written = write_nifti(vol, affine, out / "images" / f"{cid}{suffix}", site.ingest.compresslevel)
+            written, written_sha = write_nifti(vol, affine, out / "images" / f"{cid}{suffix}",
+                                               site.ingest.compresslevel)
             record = {"out": str(written.relative_to(ws.root)), "size": written.stat().st_size,
                       "entry": dict(case_id=cid, image=str(Path("..") / written.relative_to(ws.root)),
-                                    image_sha256=file_sha256(written), shape=list(vol.data.shape),
+                                    image_sha256=written_sha, shape=list(vol.data.shape),
                                     spacing=[round(float(v), 4) for v in nib.affines.voxel_sizes(affine)],
                                     orientation=orientation_code(affine), modality=site.modality,
                                     source="nifti")}
@@ -129,9 +130,9 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
             report.record(label_rel, "quarantined", f"label for case {cid}: {checked}")
             unlabelled.append(entry)
             continue
-        lp = write_nifti(checked, affine, out / "labels" / f"{cid}{suffix}", site.ingest.compresslevel or 1)
+        lp, label_sha = write_nifti(checked, affine, out / "labels" / f"{cid}{suffix}", site.ingest.compresslevel or 1)
         report.record(label_rel, "converted", case_id=cid)
         labelled.append(entry.model_copy(update={"label": str(Path("..") / lp.relative_to(ws.root)),
-                                                 "label_sha256": file_sha256(lp)}))
+                                                 "label_sha256": label_sha}))
     state.save(new_stacks, {})
     return labelled, unlabelled

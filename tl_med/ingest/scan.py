@@ -10,7 +10,6 @@ Reasons are one line and never echo attribute values from the file (they could b
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from concurrent.futures import Executor
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from tl_med.ingest.convert import file_sha256
 from tl_med.ingest.header import Frame, frames_of
 from tl_med.ingest.messages import safe_message
 from tl_med.ingest.report import IngestReport
@@ -37,9 +37,7 @@ def read_headers(path: Path, rel: str) -> list[Frame] | str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, defer_size=1024)
-            with open(path, "rb") as fh:
-                sha = hashlib.file_digest(fh, "sha256").hexdigest()
-            return frames_of(ds, path, rel, path.stat().st_size, sha)
+            return frames_of(ds, path, rel, path.stat().st_size, file_sha256(path))
     except InvalidDicomError:
         return "quarantine:not a DICOM file (no DICM prefix and no readable file meta)"
     except EOFError as exc:

@@ -105,9 +105,9 @@ def _label_entry(label: Path, record: dict[str, Any], site_out: Path, ws: Worksp
         if isinstance(checked, str):
             report.record(label_rel, "quarantined", f"label for case {cid}: {checked}")
             return None
-        lp = write_nifti(checked, affine, site_out / "labels" / (f"{cid}.nii.gz" if opts_cl else f"{cid}.nii"),
-                         compresslevel=opts_cl or 1)
-        saved = {"out": str(lp.relative_to(ws.root)), "size": lp.stat().st_size, "sha256": file_sha256(lp)}
+        lp, sha = write_nifti(checked, affine, site_out / "labels" / (f"{cid}.nii.gz" if opts_cl else f"{cid}.nii"),
+                              compresslevel=opts_cl or 1)
+        saved = {"out": str(lp.relative_to(ws.root)), "size": lp.stat().st_size, "sha256": sha}
     new_labels[fp] = saved
     report.record(label_rel, "converted", case_id=cid)
     return {"label": str(Path("..") / saved["out"]), "label_sha256": saved["sha256"]}

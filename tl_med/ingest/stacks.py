@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from tl_med.ingest.convert import file_sha256, read_volume, write_nifti
+from tl_med.ingest.convert import read_volume, write_nifti
 from tl_med.ingest.deid import deidentify
 from tl_med.ingest.geometry import build_geometry, orientation_code
 from tl_med.ingest.header import Frame
@@ -65,15 +65,15 @@ def convert_stack(job: StackJob, out: Path, root: Path, opts: IngestOptions, key
         return StackOutcome(job.cid, reason=f"series rejected: {geom}")
     try:
         vol = read_volume(geom)
-        image = write_nifti(vol, geom.affine, out / "images" / nifti_name(job.cid, opts),
-                            compresslevel=opts.compresslevel)
+        image, image_sha = write_nifti(vol, geom.affine, out / "images" / nifti_name(job.cid, opts),
+                                       compresslevel=opts.compresslevel)
         if opts.keep_dicom:
             _export_dicom(geom.frames, out / "dicom" / job.cid, key, opts)
     except Exception as exc:  # noqa: BLE001 - pixel problems quarantine the series
         return StackOutcome(job.cid, reason=f"series pixel data unusable ({safe_message(exc)})")
     first = geom.frames[0]
     facts = dict(
-        case_id=job.cid, image=str(Path("..") / image.relative_to(root)), image_sha256=file_sha256(image),
+        case_id=job.cid, image=str(Path("..") / image.relative_to(root)), image_sha256=image_sha,
         shape=list(vol.data.shape), spacing=[round(v, 4) for v in geom.spacing],
         orientation=orientation_code(geom.affine), modality=first.modality,
         manufacturer=first.manufacturer, model=first.model, acquisition=dict(first.acquisition),
