@@ -28,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "AdaptConfig",
     "PipelineConfig",
+    "FrozenModel",
     "flatten",
     "load_yaml_model",
 ]
@@ -35,11 +36,14 @@ __all__ = [
 Baseline = Literal["source_only", "scratch"]
 
 
-class _Frozen(BaseModel):
+class FrozenModel(BaseModel):
+    """Base of every config/record model: immutable, unknown fields are errors."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class PreprocessConfig(_Frozen):
+
+class PreprocessConfig(FrozenModel):
     """MONAI preprocessing: reorient to RAS, resample, normalise intensity, crop/pad."""
 
     spacing: tuple[float, float, float] = (4.0, 4.0, 4.0)
@@ -47,7 +51,7 @@ class PreprocessConfig(_Frozen):
     intensity: Literal["zscore", "percentile"] = "zscore"
 
 
-class NetworkConfig(_Frozen):
+class NetworkConfig(FrozenModel):
     """A ``monai.networks.nets`` network and its constructor arguments."""
 
     name: Literal["UNet"] = "UNet"
@@ -59,7 +63,7 @@ class NetworkConfig(_Frozen):
     norm: Literal["instance", "batch"] = "instance"  # AdaBN and TENT need "batch"
 
 
-class TrainConfig(_Frozen):
+class TrainConfig(FrozenModel):
     """Supervised training of the source model."""
 
     epochs: int = Field(50, ge=1)
@@ -73,7 +77,7 @@ Strategy = Literal["finetune", "feature_extraction", "progressive"]
 Step = Literal["harmonise", "adabn", "coral", "self_training", "tent"]
 
 
-class AdaptConfig(_Frozen):
+class AdaptConfig(FrozenModel):
     """Adapting the pretrained model to one target site: one strategy plus optional steps.
 
     Strategies (how the labelled target cases train the network):
@@ -125,7 +129,7 @@ class AdaptConfig(_Frozen):
         return v
 
 
-class PipelineConfig(_Frozen):
+class PipelineConfig(FrozenModel):
     """Everything that decides a pipeline's result, apart from the data."""
 
     task: str = "liver"

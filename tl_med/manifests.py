@@ -29,8 +29,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from tl_med.config import FrozenModel
 from tl_med.errors import InputError
 
 __all__ = ["CaseEntry", "SiteManifest", "SCHEMA", "manifest_hash", "load_manifest",
@@ -40,8 +41,7 @@ SCHEMA = "tl_med.manifest/1"
 SPLITS = ("training", "validation", "test")
 
 
-class CaseEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class CaseEntry(FrozenModel):
 
     image: str
     label: str | None = None
@@ -59,8 +59,7 @@ class CaseEntry(BaseModel):
     resampled: str | None = None
 
 
-class SiteManifest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class SiteManifest(FrozenModel):
 
     schema_: str = SCHEMA
     name: str

@@ -30,9 +30,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from tl_med.config import load_yaml_model
+from tl_med.config import FrozenModel, load_yaml_model
 from tl_med.errors import InputError
 
 GeometryPolicy = Literal["refuse", "resample"]
@@ -41,18 +41,14 @@ DatePolicy = Literal["remove", "shift"]
 __all__ = ["SplitSpec", "IngestOptions", "SiteConfig", "SitesConfig", "load_sites"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SplitSpec(_Frozen):
+class SplitSpec(FrozenModel):
     """How many labelled cases go to training and validation; the rest are test cases."""
 
     n_train: int = Field(4, ge=1)
     n_val: int = Field(2, ge=0)
 
 
-class IngestOptions(_Frozen):
+class IngestOptions(FrozenModel):
     """How a site's data are ingested (data-governance and geometry policies)."""
 
     geometry: GeometryPolicy = "refuse"
@@ -73,7 +69,7 @@ class IngestOptions(_Frozen):
         return max(1, len(affinity(0)) if affinity else (os.cpu_count() or 1))
 
 
-class SiteConfig(_Frozen):
+class SiteConfig(FrozenModel):
     """One hospital site: DICOM (``dicom_dir`` + ``labels_dir``) or NIfTI (``datalist``)."""
 
     name: str
@@ -106,7 +102,7 @@ class SiteConfig(_Frozen):
         })
 
 
-class SitesConfig(_Frozen):
+class SitesConfig(FrozenModel):
     """All sites of one task."""
 
     task: str = "liver"
