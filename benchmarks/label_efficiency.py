@@ -287,7 +287,7 @@ def main() -> None:
                           f"({rows[-1]['seconds']:.0f} s, total {time.perf_counter() - start:.0f} s)", flush=True)
         site_rows = [r for r in rows if r["site"] == site]
         _plot(site, site_rows, out_dir / f"{site}.png")
-        summary[site] = _summarise(site, site_rows, len(training), args.target)
+        summary[site] = _summarise(site, site_rows, len(training), args.target, da_steps)
     csv_path = out_dir / "label_efficiency.csv"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -310,7 +310,7 @@ def _code() -> str:
     return code_version()
 
 
-def _summarise(site: str, rows: list[dict], n_all: int, target: float) -> dict:
+def _summarise(site: str, rows: list[dict], n_all: int, target: float, da_steps: tuple[str, ...]) -> dict:
     def curve(method: str) -> dict[int, float]:
         ks = sorted({r["k"] for r in rows if r["method"] == method})
         return {k: statistics.mean(r["dice"] for r in rows if r["method"] == method and r["k"] == k) for k in ks}
@@ -345,14 +345,9 @@ def _summarise(site: str, rows: list[dict], n_all: int, target: float) -> dict:
     if da0 is not None and oracle == oracle and oracle != source_only:
         recovery = (da0 - source_only) / (oracle - source_only)
         out["zero_label_recovery"] = recovery
-        print(f"  zero target labels (da: {','.join(_args_steps())}): Dice {da0:.3f}, recovers {recovery:.0%} of "
+        print(f"  zero target labels (da: {','.join(da_steps)}): Dice {da0:.3f}, recovers {recovery:.0%} of "
               f"the source-only → oracle gap")
     return out
-
-
-def _args_steps() -> list[str]:
-    return [a for a in sys.argv[sys.argv.index("--da-steps") + 1].split(",")] if "--da-steps" in sys.argv \
-        else ["self_training"]
 
 
 if __name__ == "__main__":
