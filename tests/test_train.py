@@ -1,13 +1,16 @@
 import torch
 from monai.data import DataLoader
 
+import pytest
+
+from tl_med.checkpoint import Checkpoint
 from tl_med.data.transforms import cached_dataset
 from tl_med.manifests import datalist
 from tl_med.models.zoo import build_network
 from tl_med.train import fit, seed_everything
 
 
-def _train_once(ws, cfg, epochs=3):
+def _train_once(ws, cfg, epochs=3, checkpoint=None, on_epoch=None):
     seed_everything(cfg.seed)
     items = datalist(ws.site_manifest("north"), "training")
     loader = DataLoader(cached_dataset(items, cfg.preprocess, ws.cache, augment=True), batch_size=2,
@@ -16,7 +19,7 @@ def _train_once(ws, cfg, epochs=3):
     model = build_network(cfg.network)
     logs = []
     result = fit(model, loader, val, torch.optim.AdamW(model.parameters(), lr=1e-2), epochs=epochs,
-                 device=torch.device("cpu"), on_epoch=logs.append)
+                 device=torch.device("cpu"), on_epoch=on_epoch or logs.append, checkpoint=checkpoint)
     return model, result, logs
 
 
@@ -44,3 +47,28 @@ def test_preprocessing_gives_the_configured_grid_for_every_site(ingested, tiny_c
         assert tuple(item["image"].shape) == (1, *tiny_cfg.preprocess.spatial_size)
         assert set(item["label"].unique().tolist()) <= {0.0, 1.0} and item["label"].sum() > 0
     assert any((ws.cache).rglob("*.pt"))  # the deterministic prefix was cached on disk
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_fit_interrupted_after_an_epoch_resumes_to_the_same_weights(ingested, tiny_cfg, tmp_path):
+    ws, _ = ingested
+    straight, straight_result, _ = _train_once(ws, tiny_cfg, epochs=4)
+    ckpt = Checkpoint(tmp_path / "fit.pt")
+
+    def die_after_epoch_1(log):
+        if log.epoch == 1:
+            raise Killed  # the checkpoint of epoch 1 is already on disk, as after a SIGKILL here
+
+    with pytest.raises(Killed):
+        _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=die_after_epoch_1)
+    logs = []
+    resumed, result, _ = _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=logs.append)
+    assert [log.epoch for log in logs] == [0, 1, 2, 3]  # epochs 0-1 replayed from the checkpoint, 2-3 trained
+    assert logs[:2] == result.history[:2] and result.best_epoch == straight_result.best_epoch
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in straight.state_dict().items())
+    # the last epoch's checkpoint resumes to nothing left to do ... but the same weights
+    again, _, _ = _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=lambda log: None)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in straight.state_dict().items())

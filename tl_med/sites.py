@@ -9,6 +9,9 @@ Example ``sites.yaml``::
         dicom_dir: incoming/north/dicom   # relative paths are relative to the workspace root
         labels_dir: incoming/north/labels
         split: {n_train: 28, n_val: 4}    # the rest of the labelled cases is the test split
+        schedule: {cron: "0 2 * * *", timezone: Europe/Amsterdam}  # optional: nightly retrain
+        inbox: inbox/north                # optional: new deliveries land here (see tl_med.inbox)
+        retrain: {strategy: finetune, steps: [self_training], n_labelled: 4}  # optional defaults
         ingest:                           # optional; these are the defaults
           geometry: refuse                # gaps/uneven spacing/tilt: refuse | resample (flagged)
           dates: remove                   # de-identified DICOM dates: remove | shift (per patient)
@@ -27,18 +30,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
 
 from pydantic import Field, field_validator, model_validator
 
 from tl_med.config import FrozenModel, load_yaml_model
-from tl_med.errors import InputError
+from tl_med.errors import ConfigError, InputError
 
 GeometryPolicy = Literal["refuse", "resample"]
 DatePolicy = Literal["remove", "shift"]
 
-__all__ = ["SplitSpec", "IngestOptions", "SiteConfig", "SitesConfig", "load_sites"]
+__all__ = ["SplitSpec", "IngestOptions", "ScheduleSpec", "RetrainSpec", "SiteConfig", "SitesConfig",
+           "load_sites"]
 
 
 class SplitSpec(FrozenModel):
@@ -69,6 +77,47 @@ class IngestOptions(FrozenModel):
         return max(1, len(affinity(0)) if affinity else (os.cpu_count() or 1))
 
 
+class ScheduleSpec(FrozenModel):
+    """When a site retrains unattended: a five-field cron expression in an IANA time zone."""
+
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"cron {v!r} must have five fields (minute hour day month weekday)")
+        try:
+            CronSim(v, datetime(2026, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"cron {v!r} is not valid: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/Amsterdam)") from None
+        return v
+
+
+class RetrainSpec(FrozenModel):
+    """Defaults for a site's unattended retraining (schedule and new-data runs); ``None`` keeps the
+    pipeline config's value."""
+
+    strategy: Literal["finetune", "feature_extraction", "progressive"] | None = None
+    steps: tuple[Literal["harmonise", "adabn", "coral", "self_training", "tent"], ...] | None = None
+    n_labelled: int | None = Field(None, ge=0)
+    pretrained: str | None = None
+
+    def parameters(self) -> dict[str, object]:
+        """The non-default values, as ``site-retrain`` flow parameters."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.model_dump().items() if v is not None}
+
+
 class SiteConfig(FrozenModel):
     """One hospital site: DICOM (``dicom_dir`` + ``labels_dir``) or NIfTI (``datalist``)."""
 
@@ -80,6 +129,16 @@ class SiteConfig(FrozenModel):
     modality: str = Field("unknown", description="modality of a datalist site's images (DICOM sites read it)")
     split: SplitSpec = SplitSpec()
     ingest: IngestOptions = IngestOptions()
+    schedule: ScheduleSpec | None = None
+    inbox: Path | None = Field(None, description="folder the inbox watcher moves new deliveries from")
+    retrain: RetrainSpec = RetrainSpec()
+
+    @field_validator("inbox")
+    @classmethod
+    def _inbox(cls, v: Path | None) -> Path | None:
+        if v is not None and str(v) in ("", "."):
+            raise ValueError("inbox must name a folder")
+        return v
 
     @model_validator(mode="after")
     def _one_source_of_data(self) -> "SiteConfig":
@@ -98,7 +157,7 @@ class SiteConfig(FrozenModel):
         """Return a copy whose relative paths are made absolute against ``root``."""
         return self.model_copy(update={
             k: (root / getattr(self, k)).resolve()
-            for k in ("dicom_dir", "labels_dir", "datalist") if getattr(self, k) is not None
+            for k in ("dicom_dir", "labels_dir", "datalist", "inbox") if getattr(self, k) is not None
         })
 
 
@@ -140,6 +199,18 @@ class SitesConfig(FrozenModel):
 
     def resolve(self, root: Path) -> "SitesConfig":
         return self.model_copy(update={"sites": tuple(s.resolve(root) for s in self.sites)})
+
+    def check_inboxes(self, path: Path) -> None:
+        """Refuse (:class:`ConfigError`, naming ``path`` and the field) an inbox folder that is
+        missing, or one on a site that cannot take deliveries; called before watching starts."""
+        for i, site in enumerate(self.sites):
+            if site.inbox is None:
+                continue
+            where = f"{path}: field 'sites.{i}.inbox' (site '{site.name}')"
+            if not site.inbox.is_dir():
+                raise ConfigError(f"{where}: folder {site.inbox} does not exist")
+            if site.dicom_dir is None:
+                raise ConfigError(f"{where}: only DICOM sites (dicom_dir) take inbox deliveries")
 
 
 def load_sites(path: Path, root: Path) -> SitesConfig:

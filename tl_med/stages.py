@@ -11,8 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import torch
 from monai.data import DataLoader
 
 from tl_med.adapt.run import AdaptData, Loaders, adapt_model
+from tl_med.checkpoint import Checkpoint
 from tl_med.config import PipelineConfig, TrainConfig, flatten
 from tl_med.data.loaders import loader_factory
 from tl_med.data.transforms import cached_dataset
@@ -144,11 +148,25 @@ def _log_fit(tracker: Tracker, run_id: str, result: FitResult) -> None:
     tracker.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice})
 
 
+@contextmanager
+def _checkpoints(ctx: StageContext, *identity: str) -> Iterator[Path]:
+    """The checkpoint folder of one stage's work, removed once the stage has finished.
+
+    Its name hashes what makes the work the same (site, stage, config, manifest, starting weights,
+    code version), so a retry of the same work resumes and different work starts afresh.
+    """
+    key = hashlib.sha256(json.dumps([ctx.cfg.config_hash(), code_version(), *identity]).encode()).hexdigest()
+    folder = ctx.ws.root / "checkpoints" / key[:16]
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
-           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int) -> FitResult:
+           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, checkpoint: Checkpoint) -> FitResult:
     val = _loader(ctx, splits["validation"], train=False) if splits["validation"] else None
     result = fit(model, _loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
-                 epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=_epoch_logger(ctx.tracker, run_id))
+                 epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=_epoch_logger(ctx.tracker, run_id),
+                 checkpoint=checkpoint)
     _log_fit(ctx.tracker, run_id, result)
     return result
 
@@ -182,14 +200,16 @@ def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> Pretra
     splits = check_trainable(manifest_path, site)
     tc: TrainConfig = ctx.cfg.pretrain
     name = registered_model_name(ctx.cfg.task, site)
-    with ctx.tracker.run(f"pretrain-{site}", tags=_tags(ctx, site, manifest_path, role="source",
-                                                        strategy="pretrain")) as run_id:
+    with _checkpoints(ctx, site, "pretrain", manifest_hash(manifest_path)) as ckpt, \
+            ctx.tracker.run(f"pretrain-{site}", tags=_tags(ctx, site, manifest_path, role="source",
+                                                           strategy="pretrain")) as run_id:
         _log_setup(ctx, run_id, site, manifest_path, {"strategy": "pretrain",
                                                       "n_train_cases": len(splits["training"])})
         seed_everything(ctx.cfg.seed)
         model = build_network(ctx.cfg.network)
         _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}], tc.lr,
-                                                      tc.weight_decay), tc.epochs, tc.batch_size)
+                                                      tc.weight_decay), tc.epochs, tc.batch_size,
+               Checkpoint(ckpt / "train.pt"))
         test = _evaluate(ctx, run_id, model, splits["test"]).summary()
         weights_uri = ctx.tracker.log_state_dict(run_id, model)
         model_uri = ctx.tracker.log_model(run_id, model, _input_example(ctx))
@@ -250,8 +270,9 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     tracker, device = ctx.tracker, resolve_device(ctx.cfg.device)
     data = _adapt_data(ctx, manifest_path, splits, source_manifest)
     source_test = datalist(source_manifest, "test") if source_manifest else []
-    with tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
-                                                 pretrained_source=pretrained)) as parent:
+    with _checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained) as ckpt, \
+            tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
+                                                    pretrained_source=pretrained)) as parent:
         _log_setup(ctx, parent, site, manifest_path, {"strategy": label, "pretrained_source": pretrained,
                                                       "n_labelled": len(splits["training"])})
         run_name, tags = _child(ctx, site, manifest_path, "source_only", pretrained)
@@ -270,7 +291,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                 model = build_network(ctx.cfg.network)
                 _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}],
                                                               ctx.cfg.pretrain.lr, ac.weight_decay),
-                       ac.epochs, ac.batch_size)
+                       ac.epochs, ac.batch_size, Checkpoint(ckpt / "scratch.pt"))
                 scratch = _evaluate(ctx, run_id, model, splits["test"]).summary()["dice"]
         run_name, tags = _child(ctx, site, manifest_path, label, pretrained)
         with tracker.run(run_name, tags=tags, parent_run_id=parent) as adapted_run:
@@ -283,7 +304,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                                            "newly_initialised": report.newly_initialised},
                              "transfer/weights_report.json")
             outcome = adapt_model(model, state, ac, data, _loaders(ctx), device,
-                                  on_epoch=_epoch_logger(tracker, adapted_run))
+                                  on_epoch=_epoch_logger(tracker, adapted_run), checkpoints=ckpt / "adapted")
             tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
             if outcome.fit is not None:
                 _log_fit(tracker, adapted_run, outcome.fit)

@@ -11,6 +11,8 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from monai.losses import DiceCELoss
 
+from tl_med.checkpoint import Checkpoint
 from tl_med.evaluate import dice_per_case
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EpochLog", "FitResult", "fit", "seed_everything"]
 
@@ -50,16 +55,23 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
         optimizer: torch.optim.Optimizer, *, epochs: int, device: torch.device,
         before_epoch: Callable[[int], None] | None = None,
         on_epoch: Callable[[EpochLog], None] | None = None,
-        extra_losses: Sequence[Callable[[torch.nn.Module], torch.Tensor]] = ()) -> FitResult:
+        extra_losses: Sequence[Callable[[torch.nn.Module], torch.Tensor]] = (),
+        checkpoint: Checkpoint | None = None) -> FitResult:
     """Train for ``epochs``; keep the weights of the best validation Dice (or the last epoch).
 
     ``extra_losses`` are added to the segmentation loss at every step, after the labelled forward
     pass (regularisers such as L2-SP/EWC, alignment losses such as CORAL).
+
+    With a ``checkpoint``, the state is saved after every epoch and a fit that finds one resumes
+    after its last epoch (the history so far is replayed to ``on_epoch``, so a new tracking run
+    gets the whole curve). On CPU the resumed result equals an uninterrupted one. The caller
+    removes the checkpoint once the work that needed it is safely recorded.
     """
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     result = FitResult()
     model.to(device)
-    for epoch in range(epochs):
+    first = _resume(checkpoint, model, optimizer, train_loader, result, on_epoch, epochs)
+    for epoch in range(first, epochs):
         if before_epoch is not None:
             before_epoch(epoch)
         start = time.perf_counter()
@@ -85,6 +97,34 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
         if better:
             result.best_epoch, result.best_val_dice = epoch, val_dice
             result.best_state = copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            checkpoint.save(epoch=epoch, model=model, optimizer=optimizer, loader=train_loader,
+                            fit_state=_fit_state(result))
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result
+
+
+def _fit_state(result: FitResult) -> dict:
+    return {"history": [dataclasses.asdict(h) for h in result.history], "best_epoch": result.best_epoch,
+            "best_val_dice": result.best_val_dice, "best_state": result.best_state}
+
+
+def _resume(checkpoint: Checkpoint | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            loader: Iterable[dict], result: FitResult, on_epoch: Callable[[EpochLog], None] | None,
+            epochs: int) -> int:
+    """Load ``checkpoint`` into the model, optimizer, random states and ``result``; the first epoch to run."""
+    restored = checkpoint.load(model=model, optimizer=optimizer, loader=loader) if checkpoint else None
+    if restored is None:
+        return 0
+    last, state = restored
+    if last >= epochs:
+        raise ValueError(f"checkpoint {checkpoint.path} is at epoch {last}, beyond this fit's {epochs} epochs")
+    result.history = [EpochLog(**h) for h in state["history"]]
+    result.best_epoch, result.best_val_dice = state["best_epoch"], state["best_val_dice"]
+    result.best_state = state["best_state"]
+    log.info("resumed training from checkpoint after epoch %d of %d", last + 1, epochs)
+    if on_epoch is not None:
+        for h in result.history:
+            on_epoch(h)
+    return last + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import nibabel as nib
@@ -26,6 +27,7 @@ from monai.data import DataLoader
 from tl_med.adapt.regularisers import EWC, L2SP, fisher_diagonal
 from tl_med.adapt.strategies import build_strategy
 from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
+from tl_med.checkpoint import Checkpoint
 from tl_med.config import AdaptConfig
 from tl_med.data.harmonise import fit_landmarks
 from tl_med.train import EpochLog, FitResult, fit
@@ -98,8 +100,15 @@ def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: A
 
 def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: AdaptConfig, data: AdaptData,
                 loaders: Loaders, device: torch.device,
-                on_epoch: Callable[[EpochLog], None] | None = None) -> AdaptOutcome:
-    """Adapt ``model`` (already holding the pretrained ``state``) to the target site, in place."""
+                on_epoch: Callable[[EpochLog], None] | None = None,
+                checkpoints: Path | None = None) -> AdaptOutcome:
+    """Adapt ``model`` (already holding the pretrained ``state``) to the target site, in place.
+
+    With ``checkpoints`` (a folder), each training loop saves a checkpoint per epoch there and a
+    rerun resumes from it (the self-training round repeats its deterministic pseudo-labelling).
+    CORAL's target batches restart from the first on resume, so that step resumes without the
+    bit-for-bit guarantee.
+    """
     info: dict[str, Any] = {"strategy": cfg.strategy, "steps": list(cfg.steps),
                             "n_labelled": len(data.labelled), "n_unlabelled": len(data.unlabelled)}
     landmarks = source_landmarks(data.source_train) if "harmonise" in cfg.steps else None
@@ -110,13 +119,14 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
     validation = loaders(data.validation, train=False, landmarks=landmarks) if data.labelled else None
     result = None
 
-    def train(epochs: int, extra: list[dict] | None = None) -> FitResult:
+    def train(epochs: int, extra: list[dict] | None = None, phase: str = "train") -> FitResult:
         optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
         return fit(model, loaders(train_items, train=True, batch_size=cfg.batch_size, landmarks=landmarks,
                                   extra=extra),
                    validation, optimizer, epochs=epochs, device=device,
                    before_epoch=lambda e: strategy.on_epoch_start(e, model), on_epoch=on_epoch,
-                   extra_losses=losses)
+                   extra_losses=losses,
+                   checkpoint=Checkpoint(checkpoints / f"{phase}.pt") if checkpoints is not None else None)
 
     try:
         if train_items:
@@ -126,7 +136,7 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
                                    cfg.pseudo_threshold)
             info["pseudo_labelled"] = len(pseudo)
             if pseudo:
-                result = train(max(1, cfg.epochs // 2), extra=pseudo)
+                result = train(max(1, cfg.epochs // 2), extra=pseudo, phase="self_training")
     finally:
         for loss in losses:
             if isinstance(loss, CoralLoss):
