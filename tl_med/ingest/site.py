@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from tl_med.manifests import CaseEntry, SiteManifest, assign_splits, write_manif
 from tl_med.sites import SiteConfig
 from tl_med.workspace import Workspace
 
-__all__ = ["IngestResult", "ingest_site", "LABEL_NAMES", "worker_pool"]
+__all__ = ["IngestResult", "IngestPlan", "ingest_site", "plan_ingest", "convert_job", "finish_ingest",
+           "LABEL_NAMES", "n_inputs", "worker_pool"]
 
 LABEL_NAMES = {"0": "background", "1": "liver"}
 
@@ -58,6 +59,12 @@ def worker_pool(n: int, n_items: int) -> Iterator[Executor | None]:
     ctx.set_forkserver_preload(["tl_med.ingest.stacks"])
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
         yield pool
+
+
+def n_inputs(site: SiteConfig) -> int:
+    """How many files a DICOM site's folder holds (0 for a datalist site or a missing folder)."""
+    d = site.dicom_dir
+    return len(list_inputs(d)) if d is not None and d.is_dir() else 0
 
 
 def _check_inputs(site: SiteConfig) -> None:
@@ -113,31 +120,72 @@ def _label_entry(label: Path, record: dict[str, Any], site_out: Path, ws: Worksp
     return {"label": str(Path("..") / saved["out"]), "label_sha256": saved["sha256"]}
 
 
-def _ingest_dicom(site: SiteConfig, ws: Workspace, key: bytes, report: IngestReport,
-                  state: IngestState) -> tuple[list[CaseEntry], list[CaseEntry]]:
+@dataclass
+class IngestPlan:
+    """A site's ingest after the header scan: the stacks found and which of them need converting.
+
+    Holds raw header facts (UIDs, paths) and the de-identification key: it lives in memory only,
+    is never persisted and never leaves the process that made it (flows pass ``todo`` jobs to the
+    conversion tasks, then hand the outcomes back to :func:`finish_ingest`).
+    """
+
+    site: SiteConfig
+    ws: Workspace
+    task: str
+    key: bytes
+    report: IngestReport
+    state: IngestState
+    jobs: list[StackJob]
+    members: dict[str, list[Frame]]
+    todo: list[StackJob]
+
+
+def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
+    return IngestState.load(ws.data / site.name / "ingest-state.json",
+                            fingerprint("key", make_case_id(key, "state"), site.ingest.result_hash()))
+
+
+def plan_ingest(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None,
+                pool: Executor | None = None) -> IngestPlan:
+    """Read every header of a DICOM site and group the frames into stacks; stacks whose inputs and
+    options are unchanged since the last run are reused (not in ``todo``). A datalist site has no
+    stacks: :func:`finish_ingest` ingests it whole. Headers are read in ``pool`` when given
+    (see :func:`worker_pool`)."""
+    key = key if key is not None else ws.deid_key()
+    report = IngestReport(site=site.name, key=key)
+    state = _state(site, ws, key)
+    if site.datalist is not None:
+        return IngestPlan(site, ws, task, key, report, state, [], {}, [])
     _check_inputs(site)
     assert site.dicom_dir is not None
-    opts = site.ingest
-    out = ws.data / site.name
-    input_root = site.dicom_dir.parent
     files = list_inputs(site.dicom_dir)
+    frames = scan_dicom_tree(site.dicom_dir, report, rel_to=site.dicom_dir.parent, pool=pool, files=files)
+    jobs, members = _jobs(frames, key, state.options)
+    todo = [j for j in jobs if state.reusable(state.stacks, j.fingerprint, ws.root, "out") is None]
+    report.stacks_converted, report.stacks_reused = len(todo), len(jobs) - len(todo)
+    return IngestPlan(site, ws, task, key, report, state, jobs, members, todo)
+
+
+def convert_job(site: SiteConfig, ws: Workspace, job: StackJob, key: bytes | None = None) -> StackOutcome:
+    """Convert one stack of a plan (what a flow maps over); the same function the pool runs."""
+    return convert_stack(job, out=ws.data / site.name, root=ws.root, opts=site.ingest,
+                         key=key if key is not None else ws.deid_key())
+
+
+def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[list[CaseEntry], list[CaseEntry]]:
+    site, ws, report, state = plan.site, plan.ws, plan.report, plan.state
+    assert site.dicom_dir is not None
+    out, input_root, opts = ws.data / site.name, site.dicom_dir.parent, site.ingest
     labelled: list[CaseEntry] = []
     unlabelled: list[CaseEntry] = []
     new_stacks: dict[str, dict[str, Any]] = {}
     new_labels: dict[str, dict[str, Any]] = {}
-    with worker_pool(opts.n_workers(), len(files)) as pool:
-        frames = scan_dicom_tree(site.dicom_dir, report, rel_to=input_root, pool=pool, files=files)
-        jobs, members = _jobs(frames, key, state.options)
-        todo = [j for j in jobs if state.reusable(state.stacks, j.fingerprint, ws.root, "out") is None]
-        convert = partial(convert_stack, out=out, root=ws.root, opts=opts, key=key)
-        done = {o.cid: o for o in (pool.map(convert, todo) if pool else map(convert, todo))}
-    report.stacks_converted, report.stacks_reused = len(todo), len(jobs) - len(todo)
     labels = index_labels(site.labels_dir) if site.labels_dir else {}
     by_key = {label_key(p): p for p in labels.values() if label_key(p)}
     used: set[Path] = set()
-    for job in sorted(jobs, key=lambda j: j.cid):
+    for job in sorted(plan.jobs, key=lambda j: j.cid):
         outcome = done.get(job.cid) or StackOutcome(job.cid, record=state.stacks[job.fingerprint])
-        rels = sorted({f.rel for f in members[job.cid]})
+        rels = sorted({f.rel for f in plan.members[job.cid]})
         if outcome.reason:
             for rel in rels:
                 report.record(rel, "quarantined", outcome.reason)
@@ -146,7 +194,7 @@ def _ingest_dicom(site: SiteConfig, ws: Workspace, key: bytes, report: IngestRep
         for rel in rels:
             report.record(rel, "converted", case_id=job.cid)
         entry = dict(outcome.record["entry"])
-        label = _label_for(members[job.cid], by_key)
+        label = _label_for(plan.members[job.cid], by_key)
         if label is not None:
             used.add(label)
             report.n_inputs += 1
@@ -167,31 +215,43 @@ def _ingest_dicom(site: SiteConfig, ws: Workspace, key: bytes, report: IngestRep
     return labelled, unlabelled
 
 
+def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestResult:
+    """Pair labels, record every input's outcome, write the manifest, report and ingest state."""
+    site, ws = plan.site, plan.ws
+    if site.datalist is not None:
+        from tl_med.ingest.nifti_site import ingest_datalist
+
+        labelled, unlabelled = ingest_datalist(site, ws, plan.key, plan.report, plan.state, LABEL_NAMES)
+    else:
+        done = {o.cid: o for o in outcomes}
+        missing = {j.cid for j in plan.todo} - set(done)
+        if missing:
+            raise ValueError(f"{len(missing)} planned stacks of site '{site.name}' have no outcome")
+        labelled, unlabelled = _assemble_dicom(plan, done)
+    splits = assign_splits(labelled, site.split.n_train, site.split.n_val)
+    modality = sorted({c.modality for c in labelled + unlabelled}) or ["?"]
+    manifest = SiteManifest(
+        name=site.name, task=plan.task, modality={"0": "/".join(modality)}, labels=LABEL_NAMES,
+        numTraining=len(splits["training"]), numTest=len(splits["test"]),
+        unlabelled=tuple(sorted(unlabelled, key=lambda c: c.case_id)), **splits,
+    )
+    manifest_path = write_manifest(manifest, ws.site_manifest(site.name))
+    report_path = plan.report.write(ws.reports / site.name / "ingest-report.json")
+    return IngestResult(site=site.name, manifest_path=manifest_path, report_path=report_path,
+                        report=plan.report, n_labelled=len(labelled), n_unlabelled=len(unlabelled))
+
+
 def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None) -> IngestResult:
     """Convert every series (or NIfTI pair) of ``site``; write its manifest and report.
 
     Bad files and series are quarantined with a reason and the rest of the site ingests; the
     report reconciles inputs = converted + skipped + quarantined. Stacks whose input files and
-    options are unchanged since the last run are reused, not converted again.
+    options are unchanged since the last run are reused, not converted again. The header scan and
+    the conversions share one process pool (``ingest.workers``).
     """
     key = key if key is not None else ws.deid_key()
-    report = IngestReport(site=site.name, key=key)
-    state = IngestState.load(ws.data / site.name / "ingest-state.json",
-                             fingerprint("key", make_case_id(key, "state"), site.ingest.result_hash()))
-    if site.datalist is not None:
-        from tl_med.ingest.nifti_site import ingest_datalist
-
-        labelled, unlabelled = ingest_datalist(site, ws, key, report, state, LABEL_NAMES)
-    else:
-        labelled, unlabelled = _ingest_dicom(site, ws, key, report, state)
-    splits = assign_splits(labelled, site.split.n_train, site.split.n_val)
-    modality = sorted({c.modality for c in labelled + unlabelled}) or ["?"]
-    manifest = SiteManifest(
-        name=site.name, task=task, modality={"0": "/".join(modality)}, labels=LABEL_NAMES,
-        numTraining=len(splits["training"]), numTest=len(splits["test"]),
-        unlabelled=tuple(sorted(unlabelled, key=lambda c: c.case_id)), **splits,
-    )
-    manifest_path = write_manifest(manifest, ws.site_manifest(site.name))
-    report_path = report.write(ws.reports / site.name / "ingest-report.json")
-    return IngestResult(site=site.name, manifest_path=manifest_path, report_path=report_path,
-                        report=report, n_labelled=len(labelled), n_unlabelled=len(unlabelled))
+    with worker_pool(site.ingest.n_workers(), n_inputs(site)) as pool:
+        plan = plan_ingest(site, ws, task=task, key=key, pool=pool)
+        convert = partial(convert_job, site, ws, key=key)
+        outcomes = list(pool.map(convert, plan.todo) if pool else map(convert, plan.todo))
+    return finish_ingest(plan, outcomes)
