@@ -7,66 +7,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
+from flows.tasks import (adapt, context, discard_failed_run, ensure_gpu_limit, ingest, preprocess,
+                         pretrain)
 from tl_med.config import PipelineConfig
-from tl_med.ingest.site import ingest_site
-from tl_med.ingest.summary import ingest_markdown
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SitesConfig, load_sites
-from tl_med.stages import (PretrainResult, SiteResult, StageContext, adapt_site, check_trainable,
-                           pretrain_source, warm_cache)
-from tl_med.tracking import Tracker
-from tl_med.workspace import Workspace
-
-
-@task(name="ingest-site", cache_policy=NO_CACHE)
-def ingest(workspace: str, sites_file: str, site: str) -> tuple[str, int]:
-    """Ingest one site; returns its manifest path and how many inputs were quarantined."""
-    ws = Workspace(Path(workspace))
-    sites = load_sites(Path(sites_file), ws.root)
-    result = ingest_site(sites.get(site), ws, task=sites.task)
-    create_markdown_artifact(markdown=ingest_markdown(result.report), key=f"ingest-{site}",
-                             description=f"Ingest report of site {site} (de-identified)")
-    return str(result.manifest_path), result.report.count("quarantined")
-
-
-@task(name="preprocess-site", cache_policy=NO_CACHE)
-def preprocess(workspace: str, config: dict, manifest_path: str) -> int:
-    return warm_cache(Workspace(Path(workspace)), PipelineConfig.model_validate(config), Path(manifest_path))
-
-
-def _context(workspace: str, config: dict, trigger: str) -> StageContext:
-    ws = Workspace(Path(workspace))
-    cfg = PipelineConfig.model_validate(config)
-    tracker = Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.mlflow_artifacts)
-    return StageContext(ws=ws, cfg=cfg, tracker=tracker, trigger=trigger, flow_run_id=str(flow_run.id or ""))
-
-
-@task(name="pretrain-source", cache_policy=NO_CACHE)
-def pretrain(workspace: str, config: dict, site: str, manifest_path: str, trigger: str) -> PretrainResult:
-    return pretrain_source(_context(workspace, config, trigger), site, Path(manifest_path))
-
-
-@task(name="adapt-site", cache_policy=NO_CACHE)
-def adapt(workspace: str, config: dict, site: str, manifest_path: str, pretrained: str,
-          trigger: str, source_manifest: str) -> SiteResult:
-    return adapt_site(_context(workspace, config, trigger), site, Path(manifest_path), pretrained,
-                      source_manifest=Path(source_manifest))
+from tl_med.stages import check_trainable
 
 
 def comparison_markdown(workspace: str, config: dict, sites: list[str]) -> str:
     from tl_med.report import comparison, to_markdown
 
-    ctx = _context(workspace, config, "")
+    ctx = context(workspace, config, "")
     return to_markdown(comparison(ctx.tracker.client, ctx.cfg.task, sites, ctx.tracker.experiment))
 
 
-@flow(name="site-adaptation-pipeline", log_prints=True)
+@flow(name="site-adaptation-pipeline", log_prints=True, on_failure=[discard_failed_run],
+      on_crashed=[discard_failed_run], on_cancellation=[discard_failed_run])
 def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | None = None,
                              targets: list[str] | None = None, trigger: str = "manual",
                              pretrained: str | None = None) -> PipelineResult | State:
@@ -85,9 +46,9 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
     quarantined = sum(n for _, n in ingested.values())
     for name, manifest in manifests.items():  # refuse untrainable sites before anything reaches MLflow
         check_trainable(Path(manifest), name, None if name == sites.source.name else cfg.adapt.n_labelled)
-    _context(workspace, config_json, trigger).tracker.experiment_id  # create once, before fan-out
-    for manifest in manifests.values():
-        preprocess(workspace, config_json, manifest)
+    context(workspace, config_json, trigger).tracker.experiment_id  # create once, before fan-out
+    ensure_gpu_limit()
+    preprocess(workspace, config_json, list(manifests.values()))
     source_manifest = manifests[sites.source.name]
     source = None if pretrained else pretrain(workspace, config_json, sites.source.name, source_manifest, trigger)
     start = pretrained or source.weights_uri

@@ -80,10 +80,17 @@ def _plant_phi(dicom_dir):
 
 
 def _text_of(path):
+    import base64
     import gzip
+    import json
 
     blob = path.read_bytes()
-    return gzip.decompress(blob) if path.name.endswith(".gz") else blob
+    if path.name.endswith(".gz"):
+        return gzip.decompress(blob)
+    if b'"serializer"' in blob[:4096]:  # a persisted Prefect task result: base64 of a pickle
+        record = json.loads(blob)
+        return blob + base64.b64decode(record["result"])
+    return blob
 
 
 def test_no_planted_phi_reaches_anything_the_pipeline_writes(prefect_server, workspace):
@@ -110,6 +117,9 @@ def test_no_planted_phi_reaches_anything_the_pipeline_writes(prefect_server, wor
               [u.encode() for u in uids]
     db_url = get_current_settings().server.database.connection_url.get_secret_value()
     prefect_files = [p for p in __import__("pathlib").Path(db_url.split("///")[-1]).parent.glob("*") if p.is_file()]
+    results = [p for p in get_current_settings().results.local_storage_path.rglob("*") if p.is_file()]
+    assert any(b"convert-series" in p.read_bytes() or b"StackOutcome" in _text_of(p) for p in results)
+    prefect_files += results  # cached task results (convert-series, preprocess-case)
     written = [p for p in ws.root.rglob("*") if p.is_file() and ws.incoming not in p.parents
                and p.name != "sites.yaml"] + prefect_files
     assert any(p.suffix == ".dcm" for p in written) and any(p.name == "mlflow.db" for p in written)

@@ -183,6 +183,9 @@ class Tracker:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description=f"tl_med site model ({name})")
+        previous = self._alias_version(name, alias)
+        if previous:  # so that discarding this version (a failed flow) can hand the alias back
+            tags = {**tags, f"previous_{alias}": previous}
         with _fluent_uri(self.tracking_uri):  # MLflow resolves models:/m-… sources via the global URI
             # a logged model's URI (models:/m-…) must name its model id, or a tracking server refuses it
             model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
@@ -195,6 +198,34 @@ class Tracker:
             self.client.delete_model_version(name, version.version)
             raise
         return str(version.version)
+
+    def _alias_version(self, name: str, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def discard_flow_run(self, flow_run_id: str) -> tuple[list[str], list[str]]:
+        """Undo what a failed or crashed flow run left behind: delete the model versions its runs
+        registered (handing ``challenger`` back to the version that held it before) and mark its
+        unfinished runs FAILED. Returns (deleted ``name/version``, runs marked failed)."""
+        if not flow_run_id:
+            return [], []
+        runs = self.client.search_runs([self.experiment_id], f"tags.prefect_flow_run_id = '{flow_run_id}'",
+                                       max_results=1000)
+        deleted, failed = [], []
+        for run in runs:
+            for mv in self.client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+                if self._alias_version(mv.name, CHALLENGER) == str(mv.version):
+                    previous = mv.tags.get(f"previous_{CHALLENGER}")
+                    if previous:
+                        self.client.set_registered_model_alias(mv.name, CHALLENGER, previous)
+                self.client.delete_model_version(mv.name, mv.version)
+                deleted.append(f"{mv.name}/{mv.version}")
+            if run.info.status in ("RUNNING", "SCHEDULED"):
+                self.client.set_terminated(run.info.run_id, status="FAILED")
+                failed.append(run.info.run_id)
+        return deleted, failed
 
     def log_json(self, run_id: str, data: Any, path: str) -> None:
         self.client.log_text(run_id, json.dumps(data, indent=2, default=str), path)

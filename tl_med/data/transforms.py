@@ -33,7 +33,7 @@ from monai.transforms import (
 from tl_med.config import PreprocessConfig
 from tl_med.data.harmonise import HarmoniseToSourced
 
-__all__ = ["preprocessing", "augmentation", "cached_dataset", "cache_dir_for"]
+__all__ = ["preprocessing", "augmentation", "cached_dataset", "cache_dir_for", "cache_file", "preprocess_item"]
 
 KEYS = ("image", "label")
 
@@ -85,3 +85,16 @@ def cached_dataset(items: list[dict], cfg: PreprocessConfig, cache_root: Path,
     chain = preprocessing(cfg, landmarks) + (augmentation() + [EnsureTyped(keys=KEYS, allow_missing_keys=True,
                                                                           track_meta=False)] if augment else [])
     return PersistentDataset(data=items, transform=Compose(chain), cache_dir=cache_dir_for(cfg, cache_root, landmarks))
+
+
+def cache_file(item: dict, cfg: PreprocessConfig, cache_root: Path) -> Path:
+    """Where :func:`cached_dataset` keeps ``item``'s preprocessed tensors (MONAI's own naming)."""
+    ds = cached_dataset([item], cfg, cache_root)
+    return Path(ds.cache_dir) / f"{ds.hash_func(item).decode('utf-8')}{ds.transform_hash}.pt"
+
+
+def preprocess_item(item: dict, cfg: PreprocessConfig, cache_root: Path) -> Path:
+    """Run the deterministic preprocessing of one case into the cache (a no-op when cached)."""
+    ds = cached_dataset([item], cfg, cache_root)
+    ds[0]
+    return cache_file(item, cfg, cache_root)

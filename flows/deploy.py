@@ -1,0 +1,83 @@
+"""The ``site-retrain`` deployment: per-site schedules from ``sites.yaml`` and the new-data trigger.
+
+- One schedule per target site with a ``schedule:`` (cron + time zone), passing
+  ``{"site": <name>, "trigger": "schedule"}``.
+- One ``DeploymentEventTrigger``: every ``tl_med.site.new-data`` event (emitted by the inbox
+  watcher, or by any system that delivers data) starts a run for the site named in the event's
+  resource, with ``trigger: new-data``.
+
+``tl-med serve`` serves it from a local runner. For workers on other machines, register it with a
+work pool instead (the flow is addressed by module path, so any worker with tl_med installed runs
+it)::
+
+    python -m flows.deploy --work-pool tl-med --sites data_manifests/sites.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.schedules import Cron
+
+from flows.retrain import site_retrain
+from tl_med.inbox import EVENT_NEW_DATA
+from tl_med.sites import SitesConfig
+
+DEPLOYMENT = "site-retrain"
+FULL_NAME = f"{site_retrain.name}/{DEPLOYMENT}"
+
+
+def schedules(sites: SitesConfig) -> list:
+    return [Cron(s.schedule.cron, timezone=s.schedule.timezone, slug=f"{s.name}-retrain",
+                 parameters={"site": s.name, "trigger": "schedule"})
+            for s in sites.targets if s.schedule is not None]
+
+
+def new_data_trigger() -> DeploymentEventTrigger:
+    return DeploymentEventTrigger(
+        name="retrain a site when it delivers new data",
+        expect={EVENT_NEW_DATA},
+        match={"prefect.resource.id": "tl_med.site.*"},
+        parameters={"site": "{{ event.resource['tl_med.site'] }}", "trigger": "new-data"},
+    )
+
+
+def build_deployment(sites: SitesConfig, *, workspace: str, sites_file: str, profile: str = "demo",
+                     config_file: str | None = None) -> RunnerDeployment:
+    """The deployment object (not yet registered): serve it, or ``apply`` it to a work pool."""
+    return site_retrain.to_deployment(
+        name=DEPLOYMENT,
+        schedules=schedules(sites),
+        triggers=[new_data_trigger()],
+        parameters={"workspace": workspace, "sites_file": sites_file, "profile": profile,
+                    "config_file": config_file},
+        tags=["tl_med"],
+        description="Retrain one target site: incremental ingest, preprocess, adapt beside baselines, "
+                    "register the challenger. Runs nightly per site, on demand and on new data.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+def main() -> None:  # pragma: no cover - exercised by the docker deploy step, not here
+    from tl_med.sites import load_sites
+    from tl_med.workspace import resolve_workspace
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-pool", required=True)
+    parser.add_argument("--sites", default="data_manifests/sites.yaml")
+    parser.add_argument("--workspace", default=None)
+    parser.add_argument("--profile", default="demo")
+    args = parser.parse_args()
+    ws = resolve_workspace(args.workspace)
+    sites_file = str(Path(args.sites).resolve())
+    deployment = build_deployment(load_sites(Path(sites_file), ws.root), workspace=str(ws.root),
+                                  sites_file=sites_file, profile=args.profile)
+    deployment_id = deployment.apply(work_pool_name=args.work_pool)
+    print(f"deployment {FULL_NAME} ({deployment_id}) registered on work pool {args.work_pool}")
+
+
+if __name__ == "__main__":
+    main()
