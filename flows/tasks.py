@@ -7,8 +7,11 @@
   by content hash (input files + options + converter version; case content + preprocessing
   config), so a retried or repeated run skips finished work; a task whose output has gone from
   disk runs with ``refresh_cache`` and rebuilds it.
-- Training holds a slot of the global concurrency limit ``gpu`` (created with
-  ``$TL_MED_GPU_SLOTS`` slots, default 1, when missing; ``tl-med serve --gpu-slots`` sets it).
+- With a Prefect server (``PREFECT_API_URL``), training holds a slot of the global concurrency
+  limit ``gpu`` (created with ``$TL_MED_GPU_SLOTS`` slots, default 1, when missing; ``tl-med serve
+  --gpu-slots`` sets it). A crashed holder's slot returns when its 60 s lease lapses (the server's
+  repossessor service). The temporary in-process server runs no such service, and a single
+  process needs no slot, so without a server training takes none.
 
 The de-identification key never travels as a task parameter: tasks read it from the workspace.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +148,23 @@ def context(workspace: str, config: dict, trigger: str) -> StageContext:
     return StageContext(ws=ws, cfg=cfg, tracker=tracker, trigger=trigger, flow_run_id=str(flow_run.id or ""))
 
 
+def _with_server() -> bool:
+    return bool(os.environ.get("PREFECT_API_URL"))
+
+
+def gpu_slot() -> AbstractContextManager[None]:
+    """Hold one ``gpu`` slot while training (with a server; see the module notes)."""
+    return concurrency(GPU_LIMIT, occupy=1, lease_duration=60, strict=True) if _with_server() else nullcontext()
+
+
 def ensure_gpu_limit(slots: int | None = None) -> int:
-    """Create the ``gpu`` global concurrency limit when missing (or set it to ``slots``)."""
+    """Create the ``gpu`` global concurrency limit when missing (or set it to ``slots``); 0 without a server."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
+    if not _with_server():
+        return 0
     with get_client(sync_client=True) as client:
         try:
             current = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
@@ -165,14 +180,14 @@ def ensure_gpu_limit(slots: int | None = None) -> int:
 
 @task(name="pretrain-source", cache_policy=NO_CACHE)
 def pretrain(workspace: str, config: dict, site: str, manifest_path: str, trigger: str) -> PretrainResult:
-    with concurrency(GPU_LIMIT, occupy=1):
+    with gpu_slot():
         return pretrain_source(context(workspace, config, trigger), site, Path(manifest_path))
 
 
 @task(name="adapt-site", cache_policy=NO_CACHE)
 def adapt(workspace: str, config: dict, site: str, manifest_path: str, pretrained: str,
           trigger: str, source_manifest: str | None) -> SiteResult:
-    with concurrency(GPU_LIMIT, occupy=1):
+    with gpu_slot():
         return adapt_site(context(workspace, config, trigger), site, Path(manifest_path), pretrained,
                           source_manifest=Path(source_manifest) if source_manifest else None)
 

@@ -33,6 +33,7 @@ def make_workspace(root: Path, incoming: Path) -> tuple[Workspace, Path]:
     ws = Workspace(root).ensure()
     shutil.rmtree(ws.incoming)
     shutil.copytree(incoming, ws.incoming)
+    (ws.incoming / "east" / "inbox").mkdir()  # sites-tiny.yaml names it
     sites_file = root / "sites.yaml"
     sites_file.write_text(TINY_SITES_YAML)
     return ws, sites_file
@@ -62,3 +63,28 @@ def tiny_cfg() -> PipelineConfig:
 @pytest.fixture
 def tracker(tmp_path: Path) -> Tracker:
     return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tlmed-test", artifact_root=tmp_path / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """A session-wide temporary Prefect API (``prefect_test_harness``) with its own PREFECT_HOME."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    mp.setenv("DO_NOT_TRACK", "1")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+    mp.undo()
+
+
+def tiny_start_weights(path: Path) -> Path:
+    """A checkpoint of the tiny network (seeded), for flows that start from given weights."""
+    import torch
+
+    from tl_med.models.zoo import build_network
+
+    torch.manual_seed(0)
+    torch.save(build_network(PipelineConfig.profile("tiny").network).state_dict(), path)
+    return path

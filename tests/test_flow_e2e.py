@@ -10,20 +10,6 @@ from tl_med.config import PipelineConfig
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """A session-local Prefect API (``prefect_test_harness``) with its own PREFECT_HOME."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
-    mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    mp.setenv("DO_NOT_TRACK", "1")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-    mp.undo()
-
-
 def test_pipeline_flow_runs_and_registers_challengers(prefect_server, workspace):
     from flows.pipeline import site_adaptation_pipeline
 

@@ -1,7 +1,9 @@
 """``tl-med``: the command line.
 
 Commands: ``demo`` (synthetic sites + the whole pipeline), ``run`` (the pipeline on configured
-sites), ``adapt`` (one site from a pretrained source, with a strategy and steps), ``approve`` /
+sites), ``adapt`` (one site from a pretrained source, with a strategy and steps), ``retrain``
+(one site through the ``site-retrain`` deployment, or directly), ``serve`` (the deployment's
+schedules, new-data trigger and inbox watcher against a Prefect server), ``approve`` /
 ``reject`` / ``models`` (the champion gate), ``ingest`` (one site), ``synth`` (write synthetic
 sites), ``ui`` (MLflow UI on the workspace).
 Problems a user can fix print one ``error:`` line and exit with status 2.
@@ -45,6 +47,24 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Pipeline co
 def _config(profile: str, config: Path | None, seed: int | None) -> PipelineConfig:
     cfg = PipelineConfig.from_yaml(config) if config else PipelineConfig.profile(profile)
     return cfg.model_copy(update={"seed": seed}) if seed is not None else cfg
+
+
+def _steps(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _with_adapt(cfg: PipelineConfig, *, norm: str | None = None, **adapt: object) -> PipelineConfig:
+    """``cfg`` with adapt overrides (``None`` keeps a value); a bad combination is one error line."""
+    try:
+        changes = {k: v for k, v in adapt.items() if v is not None}
+        if "n_labelled" in adapt and adapt["n_labelled"] is None:
+            changes["n_labelled"] = None
+        network = cfg.network.model_copy(update={"norm": norm}) if norm else cfg.network
+        return PipelineConfig.model_validate({**cfg.model_dump(), "adapt": {**cfg.adapt.model_dump(), **changes},
+                                              "network": network.model_dump()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise TlMedError(f"{'.'.join(map(str, err['loc'])) or 'adapt'}: {err['msg']}") from None
 
 
 def _print_results(outcome, ws: Workspace, seconds: float) -> None:
@@ -121,6 +141,11 @@ def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data 
             old.unlink()
         marker.touch()
     registry = sites or (REPO_MANIFESTS / ("sites-tiny.yaml" if profile == "tiny" else "sites.yaml"))
+    from tl_med.sites import load_sites
+
+    for site in load_sites(registry, ws.root).sites:  # ready for `tl-med serve` to watch
+        if site.inbox is not None:
+            site.inbox.mkdir(parents=True, exist_ok=True)
     _run_pipeline(ws, registry, _config(profile, config, seed), None, "manual")
 
 
@@ -150,24 +175,151 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
           trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
     """Adapt one site from a pretrained source with a strategy and steps; print and log the
     comparison with the source-only and from-scratch baselines (runs through the Prefect flow)."""
-    from tl_med.config import AdaptConfig
     from tl_med.sites import load_sites
 
-    cfg = _config(profile, config, seed)
     ws = resolve_workspace(workspace).ensure()
-    try:
-        adapt_cfg = AdaptConfig.model_validate({**cfg.adapt.model_dump(), "strategy": strategy,
-                                                "steps": tuple(s.strip() for s in steps.split(",") if s.strip()),
-                                                "n_labelled": labels})
-        network = cfg.network.model_copy(update={"norm": norm}) if norm else cfg.network
-        cfg = PipelineConfig.model_validate({**cfg.model_dump(), "adapt": adapt_cfg.model_dump(),
-                                             "network": network.model_dump()})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise TlMedError(f"{'.'.join(map(str, err['loc'])) or 'adapt'}: {err['msg']}") from None
+    cfg = _with_adapt(_config(profile, config, seed), strategy=strategy, steps=_steps(steps), n_labelled=labels,
+                      norm=norm)
     registry = load_sites(sites, ws.root)
     start = pretrained or f"models:/tlmed-{cfg.task}-{registry.source.name}@challenger"
     _run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start)
+
+
+def _prefect_server() -> str:
+    """The configured Prefect API URL after a health check; '' when none is configured."""
+    import httpx
+
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url:
+        return ""
+    try:
+        httpx.get(f"{url}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise TlMedError(f"Prefect server at {url} is not reachable ({type(exc).__name__}: {exc}); "
+                         "start it (prefect server start) or unset PREFECT_API_URL") from None
+    return url
+
+
+StrategyOpt = Annotated[Optional[str], typer.Option(help="finetune, feature_extraction or progressive "
+                                                         "(default: the site's retrain.strategy, else the config's).")]
+
+
+@app.command()
+def retrain(site: Annotated[str, typer.Option("--site", help="Target site to retrain.")],
+            pretrained: Annotated[Optional[str], typer.Option(help="Start from: a MONAI bundle, checkpoint or "
+                                                              "models:/ URI (default: the site's retrain.pretrained, "
+                                                              "else models:/tlmed-<task>-<source>@challenger).")] = None,
+            strategy: StrategyOpt = None,
+            steps: Annotated[Optional[str], typer.Option(help="Comma-separated domain-adaptation steps.")] = None,
+            labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled-case budget.")] = None,
+            wait: Annotated[bool, typer.Option(help="Wait for a deployment run to finish.")] = True,
+            workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+            config: ConfigOpt = None) -> None:
+    """Retrain one site: through the ``site-retrain`` deployment when PREFECT_API_URL names a
+    server (``tl-med serve`` must be running), else by running the flow here."""
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace)
+    registry = load_sites(sites, ws.root)
+    target = registry.get(site)
+    if target.role == "source":
+        raise TlMedError(f"site '{target.name}' is the source site; retrain a target site "
+                         f"({', '.join(t.name for t in registry.targets)})")
+    base = _config(profile, config, None)
+    _with_adapt(base, strategy=strategy, steps=_steps(steps), n_labelled=labels)  # validate before any run
+    params = {k: v for k, v in {"site": target.name, "pretrained": pretrained, "strategy": strategy,
+                                "steps": list(_steps(steps)) if steps is not None else None,
+                                "n_labelled": labels, "trigger": "manual"}.items() if v is not None}
+    server = _prefect_server()
+    if server:
+        _retrain_on_server(server, params, wait)
+        return
+    if target.dicom_dir is not None and not target.dicom_dir.is_dir():
+        raise TlMedError(f"site '{target.name}': DICOM folder {target.dicom_dir} does not exist")
+    ws.ensure().activate()
+    from flows.retrain import site_retrain
+
+    start = time.perf_counter()
+    state = site_retrain(**params, profile=profile, config_file=str(config.resolve()) if config else None,
+                         workspace=str(ws.root), sites_file=str(sites.resolve()), return_state=True)
+    result = state.result()
+    from tl_med.results import PipelineResult
+
+    _print_results(PipelineResult(source=None, sites=[result], pretrained=pretrained or ""), ws,
+                   time.perf_counter() - start)
+    if state.message:
+        console.print(f"Flow run: {state.message}", markup=False)
+
+
+def _retrain_on_server(server: str, params: dict, wait: bool) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.deploy import FULL_NAME
+
+    try:
+        run = run_deployment(FULL_NAME, parameters=params, tags=["trigger:manual", f"site:{params['site']}"],
+                             timeout=None if wait else 0, poll_interval=2)
+    except ObjectNotFound:
+        raise TlMedError(f"no deployment {FULL_NAME} on {server}: start `tl-med serve` first") from None
+    state = run.state
+    console.print(f"flow run {run.name} ({run.id}) of {FULL_NAME}: {state.name if state else 'scheduled'}"
+                  + (f" - {state.message}" if state and state.message else ""), markup=False)
+    if wait and (state is None or not state.is_completed()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+          config: ConfigOpt = None,
+          watch_inboxes: Annotated[bool, typer.Option("--watch/--no-watch", help="Watch the sites' inboxes.")] = True,
+          quiet_seconds: Annotated[float, typer.Option(help="An inbox delivery is complete after this long "
+                                                           "without changes.")] = 10.0,
+          poll_seconds: Annotated[float, typer.Option(help="How often the inboxes are looked at.")] = 2.0,
+          gpu_slots: Annotated[Optional[int], typer.Option(help="Set the 'gpu' concurrency limit (training "
+                                                               "runs at once; default: keep, else 1).")] = None) -> None:
+    """Serve the ``site-retrain`` deployment (per-site schedules from sites.yaml, the new-data trigger)
+    from this process against the Prefect server in PREFECT_API_URL, and watch the site inboxes."""
+    import threading
+
+    from tl_med.sites import load_sites
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise TlMedError("tl-med serve needs a Prefect server: start one (prefect server start) and set "
+                         "PREFECT_API_URL=http://127.0.0.1:4200/api (schedules and triggers need its services)")
+    ws = resolve_workspace(workspace)
+    sites_file = sites.resolve()
+    registry = load_sites(sites_file, ws.root)  # configuration errors first, then the server
+    if watch_inboxes:
+        registry.check_inboxes(sites_file)
+    if config is not None:
+        PipelineConfig.from_yaml(config)
+    server = _prefect_server()
+    ws.ensure()
+    ws.activate()
+    from prefect import serve as prefect_serve
+
+    from flows.deploy import FULL_NAME, build_deployment
+    from flows.tasks import ensure_gpu_limit
+    from flows.watch import watch
+    from tl_med.inbox import InboxWatcher
+
+    slots = ensure_gpu_limit(gpu_slots)
+    deployment = build_deployment(registry, workspace=str(ws.root), sites_file=str(sites_file), profile=profile,
+                                  config_file=str(config.resolve()) if config else None)
+    stop = threading.Event()
+    watched = [s.name for s in registry.sites if s.inbox is not None] if watch_inboxes else []
+    if watched:
+        watcher = InboxWatcher(registry, quiet_seconds=quiet_seconds)
+        threading.Thread(target=watch, args=(watcher, stop), kwargs={"interval": poll_seconds},
+                         name="inbox-watcher", daemon=True).start()
+    scheduled = [f"{s.name} ({s.schedule.cron} {s.schedule.timezone})" for s in registry.targets if s.schedule]
+    console.print(f"serving {FULL_NAME} on {server}; schedules: {', '.join(scheduled) or 'none'}; "
+                  f"inboxes watched: {', '.join(watched) or 'none'}; gpu slots: {slots}", markup=False)
+    try:
+        prefect_serve(deployment)
+    finally:
+        stop.set()
 
 
 def _registry_client(workspace: Path | None, sites: Path):
