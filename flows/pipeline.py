@@ -11,8 +11,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
-from flows.tasks import (adapt, context, discard_failed_run, ensure_gpu_limit, ingest, preprocess,
-                         pretrain)
+from flows.preprocess import run_preprocess
+from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, ingest, pretrain
 from tl_med.config import PipelineConfig
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SitesConfig, load_sites
@@ -48,7 +48,7 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
         check_trainable(Path(manifest), name, None if name == sites.source.name else cfg.adapt.n_labelled)
     context(workspace, config_json, trigger).tracker.experiment_id  # create once, before fan-out
     ensure_gpu_limit()
-    preprocess(workspace, config_json, list(manifests.values()))
+    run_preprocess(workspace, config_json, list(manifests.values()))
     source_manifest = manifests[sites.source.name]
     source = None if pretrained else pretrain(workspace, config_json, sites.source.name, source_manifest, trigger)
     start = pretrained or source.weights_uri

@@ -21,7 +21,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, ingest, preprocess
+from flows.preprocess import run_preprocess
+from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, ingest
 from tl_med.config import PipelineConfig
 from tl_med.errors import InputError
 from tl_med.results import PipelineResult, results_markdown
@@ -109,7 +110,7 @@ def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | 
     source_manifest = _source_manifest(str(ws.root), sites_path, sites)
     context(str(ws.root), config, trigger).tracker.experiment_id  # create once, before fan-out
     ensure_gpu_limit()
-    preprocess(str(ws.root), config, [manifest, source_manifest])
+    run_preprocess(str(ws.root), config, [manifest, source_manifest])
     start = pretrained or target.retrain.pretrained or f"models:/tlmed-{sites.task}-{sites.source.name}@challenger"
     get_run_logger().info("retraining site %s (trigger %s) from %s", target.name, trigger, start)
     result = adapt(str(ws.root), config, target.name, manifest, start, trigger, source_manifest)

@@ -201,6 +201,8 @@ def discard_failed_run(flow, run, state) -> None:
         return
     cfg = PipelineConfig.model_validate(config) if config else PipelineConfig.profile(run.parameters.get("profile", "demo"))
     ws = Workspace(Path(workspace))
+    if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
+        return  # it failed before anything reached MLflow
     tracker = Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.mlflow_artifacts)
     deleted, failed = tracker.discard_flow_run(str(run.id))
     if deleted or failed:

@@ -3,7 +3,8 @@
 Commands: ``demo`` (synthetic sites + the whole pipeline), ``run`` (the pipeline on configured
 sites), ``adapt`` (one site from a pretrained source, with a strategy and steps), ``retrain``
 (one site through the ``site-retrain`` deployment, or directly), ``serve`` (the deployment's
-schedules, new-data trigger and inbox watcher against a Prefect server), ``approve`` /
+schedules, new-data trigger and inbox watcher against a Prefect server), ``watch`` (the inbox
+watcher alone), ``approve`` /
 ``reject`` / ``models`` (the champion gate), ``ingest`` (one site), ``synth`` (write synthetic
 sites), ``ui`` (MLflow UI on the workspace).
 Problems a user can fix print one ``error:`` line and exit with status 2.
@@ -319,6 +320,36 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
     try:
         prefect_serve(deployment)
     finally:
+        stop.set()
+
+
+@app.command()
+def watch(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES,
+          quiet_seconds: Annotated[float, typer.Option(help="An inbox delivery is complete after this long "
+                                                           "without changes.")] = 10.0,
+          poll_seconds: Annotated[float, typer.Option(help="How often the inboxes are looked at.")] = 2.0) -> None:
+    """Only watch the site inboxes and emit new-data events (when workers, not `tl-med serve`, run
+    the deployment: see README "Running on servers")."""
+    import threading
+
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace)
+    registry = load_sites(sites.resolve(), ws.root)
+    registry.check_inboxes(sites.resolve())
+    if not os.environ.get("PREFECT_API_URL"):
+        raise TlMedError("tl-med watch needs a Prefect server: set PREFECT_API_URL")
+    _prefect_server()
+    ws.ensure().activate()
+    from flows.watch import watch as watch_loop
+    from tl_med.inbox import InboxWatcher
+
+    console.print(f"watching the inboxes of {', '.join(s.name for s in registry.sites if s.inbox) or 'no site'}; "
+                  "Ctrl-C to stop", markup=False)
+    stop = threading.Event()
+    try:
+        watch_loop(InboxWatcher(registry, quiet_seconds=quiet_seconds), stop, interval=poll_seconds)
+    except KeyboardInterrupt:
         stop.set()
 
 

@@ -209,9 +209,10 @@ class Tracker:
         """Undo what a failed or crashed flow run left behind: delete the model versions its runs
         registered (handing ``challenger`` back to the version that held it before) and mark its
         unfinished runs FAILED. Returns (deleted ``name/version``, runs marked failed)."""
-        if not flow_run_id:
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if not flow_run_id or experiment is None:
             return [], []
-        runs = self.client.search_runs([self.experiment_id], f"tags.prefect_flow_run_id = '{flow_run_id}'",
+        runs = self.client.search_runs([experiment.experiment_id], f"tags.prefect_flow_run_id = '{flow_run_id}'",
                                        max_results=1000)
         deleted, failed = [], []
         for run in runs:
