@@ -1,0 +1,118 @@
+"""What Prefect's per-case fan-out costs and saves, beside the plain library loop.
+
+On one synthetic site (the demo's ``east`` scanner, full resolution, DICOM ingested once), times
+the deterministic MONAI preprocessing of every case into a fresh disk cache:
+
+- ``library``: ``tl_med.stages.warm_cache``, a plain loop in this process (the peer);
+- ``prefect``: the ``preprocess-sites`` subflow mapping ``preprocess-case`` (thread runner), cold;
+- ``prefect, repeated``: the same call again: every task is ``Cached`` by content hash;
+- ``dask``: the subflow on a ``LocalCluster`` of ``--dask-workers`` processes, cold.
+
+Then the incremental ingest of a retrain: the same site re-ingested unchanged, and after one new
+study arrived (Prefect-mapped ``ingest`` vs the library's ``ingest_site``).
+
+Usage::
+
+    python benchmarks/orchestration.py                 # 12 studies of east at 48³
+    python benchmarks/orchestration.py --studies 24 --dask-workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=12)
+    parser.add_argument("--dask-workers", type=int, default=2)
+    args = parser.parse_args()
+
+    from tl_med.workspace import Workspace
+
+    root = Path(tempfile.mkdtemp(prefix="tlmed-orch-"))
+    Workspace(root / "ws").activate()  # PREFECT_HOME etc. before Prefect is imported
+
+    from flows.preprocess import dask_runner, preprocess_sites
+    from flows.tasks import ingest
+    from tl_med.config import PipelineConfig
+    from tl_med.data.scanners import PROFILES
+    from tl_med.data.synthetic import generate_study
+    from tl_med.ingest.site import ingest_site
+    from tl_med.sites import load_sites
+    from tl_med.stages import warm_cache
+
+    ws = Workspace(root / "ws").ensure()
+    for i in range(args.studies):
+        generate_study("east", PROFILES["east"], i, 0, ws.incoming)
+    sites_file = root / "sites.yaml"
+    sites_file.write_text("task: liver\nsites:\n  - {name: north, role: source, dicom_dir: incoming/east/dicom,"
+                          " labels_dir: incoming/east/labels}\n  - {name: east, role: target, dicom_dir: "
+                          "incoming/east/dicom, labels_dir: incoming/east/labels}\n")
+    sites = load_sites(sites_file, ws.root)
+    t_ingest, result = _timed(lambda: ingest_site(sites.get("east"), ws, task="liver"))
+    manifest = str(result.manifest_path)
+    cfg = PipelineConfig.profile("demo")
+    config = cfg.model_dump(mode="json")
+    n_cases = result.n_labelled + result.n_unlabelled
+    print(f"site: {args.studies} studies of east ({n_cases} cases), first ingest {t_ingest:.2f} s")
+
+    def fresh_cache() -> None:
+        shutil.rmtree(ws.cache, ignore_errors=True)
+
+    rows = []
+    fresh_cache()
+    t_lib, _ = _timed(lambda: warm_cache(ws, cfg, Path(manifest)))
+    rows.append(("library loop (peer)", t_lib))
+    fresh_cache()
+    t_pf, _ = _timed(lambda: preprocess_sites(str(ws.root), config, [manifest]))
+    rows.append(("prefect map, cold", t_pf))
+    t_rep, _ = _timed(lambda: preprocess_sites(str(ws.root), config, [manifest]))
+    rows.append(("prefect map, repeated (cached)", t_rep))
+    fresh_cache()
+    on_dask = preprocess_sites.with_options(task_runner=dask_runner(n_workers=args.dask_workers))
+    t_dask, _ = _timed(lambda: on_dask(str(ws.root), config, [manifest]))
+    rows.append((f"dask LocalCluster x{args.dask_workers}, cold (incl. cluster start)", t_dask))
+
+    print(f"\npreprocessing {n_cases} cases at {cfg.preprocess.spatial_size} on {os.cpu_count()} cores")
+    print(f"{'mode':<52} {'seconds':>8} {'cases/s':>8} {'vs library':>10}")
+    for name, t in rows:
+        print(f"{name:<52} {t:8.2f} {n_cases / t:8.1f} {t / t_lib:10.2f}")
+
+    t_lib_re, _ = _timed(lambda: ingest_site(sites.get("east"), ws, task="liver"))
+    t_pf_re, _ = _timed(lambda: _in_flow(ingest, str(ws.root), str(sites_file)))
+    generate_study("east", PROFILES["east"], args.studies, 0, ws.incoming)
+    t_pf_new, _ = _timed(lambda: _in_flow(ingest, str(ws.root), str(sites_file)))
+    print(f"\nre-ingest, unchanged:    library {t_lib_re:.2f} s, prefect map {t_pf_re:.2f} s "
+          f"(ratio {t_pf_re / t_lib_re:.2f})")
+    print(f"re-ingest, +1 study:     prefect map {t_pf_new:.2f} s (one series converted)")
+    print(f"workspace: {root}")
+
+
+def _in_flow(ingest, workspace: str, sites_file: str):
+    from prefect import flow
+
+    @flow(name="bench-ingest")
+    def bench() -> tuple[str, int]:
+        return ingest(workspace, sites_file, "east")
+
+    return bench()
+
+
+if __name__ == "__main__":
+    main()
