@@ -133,6 +133,9 @@ def test_serve_runs_manual_and_new_data_retrains_through_the_server(prefect_api,
             [client.get_experiment_by_name("tlmed-liver").experiment_id], "tags.strategy = 'parent'"))
         assert triggers == ["manual", "new-data"]
         assert "new-data event for delivery" in serve_log.read_text()
+        artifacts = httpx.post(f"{url}/artifacts/filter", json={"artifacts": {"key": {"any_": ["retrain-east"]}}},
+                               timeout=10).json()
+        assert len(artifacts) == 2 and all("| east |" in a["data"] for a in artifacts), "a result table per run"
     finally:
         os.killpg(serve.pid, signal.SIGINT)
         try:
