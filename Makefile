@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test clean browser
+.PHONY: setup demo test clean browser pacs
 
 # torch==2.13.0 is pinned in pyproject.toml; pip takes the CPU wheel from the machine's
 # find-links folder when there is one (see README, "Installing elsewhere").
@@ -25,7 +25,14 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "note: chromium/chromium-driver not installed: the MLflow UI test is skipped (and fails under CI=true)"
 
-test: setup browser
+# The PACS tests run a real Orthanc fed by dcmtk's storescu; install them when we can (root).
+pacs:
+	@command -v storescu >/dev/null 2>&1 && { command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc dcmtk >/dev/null; } || \
+	  echo "note: orthanc/dcmtk not installed: the PACS tests are skipped (and fail under CI=true)"
+
+test: setup browser pacs
 	$(BIN)/python -m pytest
 
 clean:

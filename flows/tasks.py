@@ -100,8 +100,25 @@ def finish_site(plan: IngestPlan, outcomes: list[StackOutcome]) -> tuple[str, in
     return str(result.manifest_path), result.report.count("quarantined")
 
 
+@task(name="pull-pacs", cache_policy=NO_CACHE, **IO_RETRIES)
+def pull_pacs(workspace: str, sites_file: str, site: str) -> dict[str, object]:
+    """Fetch the site's new studies from its PACS (resumable); the artifact ``pacs-<site>`` says
+    what was pulled and which studies failed (keyed references only)."""
+    from tl_med.pacs.pull import pull_site
+
+    ws, sites = _site(workspace, sites_file, site)
+    report = pull_site(sites.get(site), ws)
+    failed = "".join(f"\n- {line}" for line in report.failed)
+    create_markdown_artifact(markdown=f"# PACS pull of site `{site}`\n\n{report.line()}\n{failed}\n",
+                             key=f"pacs-{site}", description=f"PACS pull of site {site}")
+    return report.summary()
+
+
 def ingest(workspace: str, sites_file: str, site: str) -> tuple[str, int]:
-    """Ingest one site: scan, convert the changed stacks in parallel task runs, finish."""
+    """Ingest one site: pull from its PACS (if it has one), scan, convert the changed stacks in
+    parallel task runs, finish."""
+    if _site(workspace, sites_file, site)[1].get(site).pacs is not None:
+        pull_pacs(workspace, sites_file, site)
     plan = scan_site(workspace, sites_file, site)
     outcomes = _map_cached(convert_series, (workspace, sites_file, site), plan.todo,
                            lambda job: _series_output(workspace, sites_file, site, job))

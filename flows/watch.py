@@ -1,8 +1,9 @@
-"""The inbox watcher's Prefect side: emit ``tl_med.site.new-data`` per delivery, and say when a
-site is busy (a ``site-retrain`` run for it is pending or running, or was just asked for).
+"""The watchers' Prefect side: emit ``tl_med.site.new-data`` per delivery, and say when a site is
+busy (a ``site-retrain`` run for it is pending or running, or was just asked for).
 
-The watching itself is :class:`tl_med.inbox.InboxWatcher`; ``tl-med serve`` runs this loop in a
-thread beside the deployment's runner.
+The watching itself is :class:`tl_med.inbox.InboxWatcher` (folders) and
+:class:`tl_med.pacs.changes.PacsWatcher` (Orthanc's change feed); ``tl-med serve`` runs this loop
+in a thread beside the deployment's runner, ``tl-med watch`` on its own.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from prefect.events import emit_event
 
-from tl_med.inbox import EVENT_NEW_DATA, Delivery, InboxWatcher, site_resource
+from tl_med.inbox import EVENT_NEW_DATA, Delivery, site_resource
 
 log = logging.getLogger("tl_med.watch")
 
@@ -61,16 +63,22 @@ class BusySites:
         self.emitted[site] = self.clock()
 
 
-def watch(watcher: InboxWatcher, stop: threading.Event, *, interval: float = 2.0,
+class Watcher(Protocol):
+    def poll(self, busy: Callable[[str], bool]) -> list[Delivery]: ...
+
+
+def watch(watchers: Sequence[Watcher], stop: threading.Event, *, interval: float = 2.0,
           emit: Callable[[Delivery], None] = emit_new_data, busy: BusySites | None = None) -> None:
-    """Poll until ``stop`` is set; one event per settled delivery. Errors are logged, not fatal."""
+    """Poll the inbox and PACS watchers until ``stop`` is set; one event per delivery. Errors are
+    logged, not fatal (a PACS or API that is down is retried at the next poll)."""
     busy = busy or BusySites()
     while not stop.is_set():
-        try:
-            for delivery in watcher.poll(busy):
-                emit(delivery)
-                busy.mark(delivery.site)
-                log.info("site %s: new-data event for delivery %s", delivery.site, delivery.folder)
-        except Exception as exc:  # noqa: BLE001 - a transient API or file error must not end the watch
-            log.warning("inbox watcher: %s (retrying)", exc)
+        for watcher in watchers:
+            try:
+                for delivery in watcher.poll(busy):
+                    emit(delivery)
+                    busy.mark(delivery.site)
+                    log.info("site %s: new-data event for delivery %s", delivery.site, delivery.folder)
+            except Exception as exc:  # noqa: BLE001 - a transient API, PACS or file error must not end the watch
+                log.warning("%s: %s (retrying)", type(watcher).__name__, exc)
         stop.wait(interval)

@@ -303,24 +303,34 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
     from flows.deploy import FULL_NAME, build_deployment
     from flows.tasks import ensure_gpu_limit
     from flows.watch import watch
-    from tl_med.inbox import InboxWatcher
 
     slots = ensure_gpu_limit(gpu_slots)
     deployment = build_deployment(registry, workspace=str(ws.root), sites_file=str(sites_file), profile=profile,
                                   config_file=str(config.resolve()) if config else None)
     stop = threading.Event()
-    watched = [s.name for s in registry.sites if s.inbox is not None] if watch_inboxes else []
-    if watched:
-        watcher = InboxWatcher(registry, quiet_seconds=quiet_seconds)
-        threading.Thread(target=watch, args=(watcher, stop), kwargs={"interval": poll_seconds},
-                         name="inbox-watcher", daemon=True).start()
+    watchers = _watchers(registry, ws, quiet_seconds) if watch_inboxes else []
+    watched = [s.name for s in registry.sites if s.inbox is not None or s.pacs is not None] if watchers else []
+    if watchers:
+        threading.Thread(target=watch, args=(watchers, stop), kwargs={"interval": poll_seconds},
+                         name="site-watcher", daemon=True).start()
     scheduled = [f"{s.name} ({s.schedule.cron} {s.schedule.timezone})" for s in registry.targets if s.schedule]
     console.print(f"serving {FULL_NAME} on {server}; schedules: {', '.join(scheduled) or 'none'}; "
-                  f"inboxes watched: {', '.join(watched) or 'none'}; gpu slots: {slots}", markup=False)
+                  f"inboxes/PACS watched: {', '.join(watched) or 'none'}; gpu slots: {slots}", markup=False)
     try:
         prefect_serve(deployment)
     finally:
         stop.set()
+
+
+def _watchers(registry, ws: Workspace, quiet_seconds: float) -> list:
+    """The inbox watcher, plus the PACS change-feed watcher when a site has a PACS."""
+    from tl_med.inbox import InboxWatcher
+    from tl_med.pacs.changes import PacsWatcher
+
+    watchers: list = [InboxWatcher(registry, quiet_seconds=quiet_seconds)]
+    if any(s.pacs is not None for s in registry.sites):
+        watchers.append(PacsWatcher(registry, ws))
+    return watchers
 
 
 @app.command()
@@ -328,8 +338,8 @@ def watch(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES,
           quiet_seconds: Annotated[float, typer.Option(help="An inbox delivery is complete after this long "
                                                            "without changes.")] = 10.0,
           poll_seconds: Annotated[float, typer.Option(help="How often the inboxes are looked at.")] = 2.0) -> None:
-    """Only watch the site inboxes and emit new-data events (when workers, not `tl-med serve`, run
-    the deployment: see README "Running on servers")."""
+    """Only watch the site inboxes and PACS change feeds and emit new-data events (when workers,
+    not `tl-med serve`, run the deployment: see README "Running on servers")."""
     import threading
 
     from tl_med.sites import load_sites
@@ -342,13 +352,12 @@ def watch(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES,
     _prefect_server()
     ws.ensure().activate()
     from flows.watch import watch as watch_loop
-    from tl_med.inbox import InboxWatcher
 
-    console.print(f"watching the inboxes of {', '.join(s.name for s in registry.sites if s.inbox) or 'no site'}; "
-                  "Ctrl-C to stop", markup=False)
+    watched = [s.name for s in registry.sites if s.inbox is not None or s.pacs is not None]
+    console.print(f"watching the inboxes/PACS of {', '.join(watched) or 'no site'}; Ctrl-C to stop", markup=False)
     stop = threading.Event()
     try:
-        watch_loop(InboxWatcher(registry, quiet_seconds=quiet_seconds), stop, interval=poll_seconds)
+        watch_loop(_watchers(registry, ws, quiet_seconds), stop, interval=poll_seconds)
     except KeyboardInterrupt:
         stop.set()
 
@@ -446,13 +455,22 @@ def report(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None
 @app.command()
 def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
            workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
-    """Ingest one site's DICOM into de-identified NIfTI plus its manifest and report."""
+    """Ingest one site's DICOM into de-identified NIfTI plus its manifest and report (pulling its new
+    studies from its PACS first, when it has one)."""
     from tl_med.ingest.site import ingest_site
     from tl_med.sites import load_sites
 
     ws = resolve_workspace(workspace).ensure()
     registry = load_sites(sites, ws.root)
-    result = ingest_site(registry.get(site), ws, task=registry.task)
+    config = registry.get(site)
+    if config.pacs is not None:
+        from tl_med.pacs.pull import pull_site
+
+        pulled = pull_site(config, ws)
+        console.print(pulled.line(), markup=False)
+        for line in pulled.failed:
+            console.print(f"  not pulled (the next ingest resumes it): {line}", markup=False)
+    result = ingest_site(config, ws, task=registry.task)
     s = result.report.summary()
     console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
                   f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases; "

@@ -12,6 +12,11 @@ Example ``sites.yaml``::
         schedule: {cron: "0 2 * * *", timezone: Europe/Amsterdam}  # optional: nightly retrain
         inbox: inbox/north                # optional: new deliveries land here (see tl_med.inbox)
         retrain: {strategy: finetune, steps: [self_training], n_labelled: 4}  # optional defaults
+        pacs:                             # optional: pull studies from an Orthanc PACS (tl_med.pacs)
+          url: http://orthanc:8042
+          username_env: TL_MED_PACS_USER  # credentials from the environment (or credentials_file:)
+          password_env: TL_MED_PACS_PASSWORD
+          query: {modality: CT, study_date: "20240101-", tags: {InstitutionName: "North*"}}
         ingest:                           # optional; these are the defaults
           geometry: refuse                # gaps/uneven spacing/tilt: refuse | resample (flagged)
           dates: remove                   # de-identified DICOM dates: remove | shift (per patient)
@@ -45,8 +50,8 @@ from tl_med.errors import ConfigError, InputError
 GeometryPolicy = Literal["refuse", "resample"]
 DatePolicy = Literal["remove", "shift"]
 
-__all__ = ["SplitSpec", "IngestOptions", "ScheduleSpec", "RetrainSpec", "SiteConfig", "SitesConfig",
-           "load_sites"]
+__all__ = ["SplitSpec", "IngestOptions", "ScheduleSpec", "RetrainSpec", "PacsQuery", "PacsSource", "SiteConfig",
+           "SitesConfig", "load_sites"]
 
 
 class SplitSpec(FrozenModel):
@@ -118,6 +123,41 @@ class RetrainSpec(FrozenModel):
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.model_dump().items() if v is not None}
 
 
+class PacsQuery(FrozenModel):
+    """Which of the PACS's studies belong to the site (Orthanc ``/tools/find`` at study level; ``*``
+    and ``?`` are wildcards, dates are DICOM ranges such as ``20240101-``)."""
+
+    modality: str | None = Field(None, description="ModalitiesInStudy, e.g. CT")
+    study_description: str | None = None
+    study_date: str | None = Field(None, pattern=r"^(\d{8})?-?(\d{8})?$")
+    tags: dict[str, str] = Field(default_factory=dict, description="more study-level DICOM keywords")
+
+    def orthanc(self) -> dict[str, str]:
+        query = {"ModalitiesInStudy": self.modality, "StudyDescription": self.study_description,
+                 "StudyDate": self.study_date, **self.tags}
+        return {k: v for k, v in query.items() if v}
+
+
+class PacsSource(FrozenModel):
+    """An Orthanc PACS the site's studies are pulled from. Credentials come from environment
+    variables or a secrets file (``user:password``), never from this file."""
+
+    url: str = Field(pattern=r"^https?://")
+    username_env: str | None = None
+    password_env: str | None = None
+    credentials_file: Path | None = None
+    query: PacsQuery = PacsQuery()
+    timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> "PacsSource":
+        if self.credentials_file is not None and (self.username_env or self.password_env):
+            raise ValueError("give username_env/password_env or credentials_file, not both")
+        if bool(self.username_env) != bool(self.password_env):
+            raise ValueError("username_env and password_env go together")
+        return self
+
+
 class SiteConfig(FrozenModel):
     """One hospital site: DICOM (``dicom_dir`` + ``labels_dir``) or NIfTI (``datalist``)."""
 
@@ -132,6 +172,7 @@ class SiteConfig(FrozenModel):
     schedule: ScheduleSpec | None = None
     inbox: Path | None = Field(None, description="folder the inbox watcher moves new deliveries from")
     retrain: RetrainSpec = RetrainSpec()
+    pacs: PacsSource | None = None
 
     @field_validator("inbox")
     @classmethod
@@ -144,6 +185,8 @@ class SiteConfig(FrozenModel):
     def _one_source_of_data(self) -> "SiteConfig":
         if (self.dicom_dir is None) == (self.datalist is None):
             raise ValueError(f"site '{self.name}': give either dicom_dir (with labels_dir) or datalist")
+        if self.pacs is not None and self.dicom_dir is None:
+            raise ValueError(f"site '{self.name}': a pacs source needs dicom_dir (where pulled studies land)")
         return self
 
     @field_validator("name")
@@ -155,10 +198,13 @@ class SiteConfig(FrozenModel):
 
     def resolve(self, root: Path) -> "SiteConfig":
         """Return a copy whose relative paths are made absolute against ``root``."""
-        return self.model_copy(update={
+        update: dict[str, object] = {
             k: (root / getattr(self, k)).resolve()
             for k in ("dicom_dir", "labels_dir", "datalist", "inbox") if getattr(self, k) is not None
-        })
+        }
+        if self.pacs is not None and self.pacs.credentials_file is not None:
+            update["pacs"] = self.pacs.model_copy(update={"credentials_file": (root / self.pacs.credentials_file).resolve()})
+        return self.model_copy(update=update)
 
 
 class SitesConfig(FrozenModel):

@@ -24,9 +24,13 @@ from tl_med.ingest.report import IngestReport
 
 __all__ = ["scan_dicom_tree", "read_headers", "safe_message", "list_inputs"]
 
+PARTIAL_PREFIX = ".partial-"  # a folder still being filled (a PACS pull): not an input yet
+
+
 def list_inputs(root: Path) -> list[Path]:
-    """Every file under ``root``, in a stable order."""
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Every file under ``root``, in a stable order (folders named ``.partial-*`` are skipped)."""
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and not any(part.startswith(PARTIAL_PREFIX) for part in p.relative_to(root).parts))
 
 
 def read_headers(path: Path, rel: str) -> list[Frame] | str:

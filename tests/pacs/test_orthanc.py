@@ -1,0 +1,242 @@
+"""A real Orthanc on loopback (temporary config and storage, free ports), fed by dcmtk's storescu
+the way a modality sends: pull and ingest, resume, bad credentials, non-image objects and the
+change feed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+import yaml
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from tl_med.errors import InputError
+from tl_med.ingest.site import ingest_site
+from tl_med.pacs.changes import PacsWatcher
+from tl_med.pacs.orthanc import OrthancClient
+from tl_med.pacs.pull import pacs_folder, pull_site
+from tl_med.sites import load_sites
+from tl_med.workspace import Workspace
+
+USER, PASSWORD = "tlmed", "QXPACSPASSWORD"
+
+need = [b for b in ("Orthanc", "storescu") if not shutil.which(b) and not Path("/usr/sbin/Orthanc").exists()]
+if need and not os.environ.get("CI"):
+    pytest.skip(f"{', '.join(need)} not installed (make test installs orthanc and dcmtk as root)",
+                allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    """Orthanc with authentication, its own storage, StableAge 2 s; yields (REST URL, DICOM port)."""
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    http, dicom = _free_port(), _free_port()
+    store = tmp_path / "orthanc"
+    store.mkdir()
+    config = {"Name": "tlmed-test", "StorageDirectory": str(store), "IndexDirectory": str(store),
+              "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+              "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD}, "StableAge": 2,
+              "DicomCheckCalledAet": False, "Plugins": []}
+    (tmp_path / "orthanc.json").write_text(json.dumps(config))
+    log = open(tmp_path / "orthanc.log", "w")
+    proc = subprocess.Popen([binary, str(tmp_path / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{http}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/system", auth=(USER, PASSWORD), timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "orthanc.log").read_text()
+        time.sleep(0.2)
+    yield url, dicom
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+def send(folder: Path, port: int) -> None:
+    """Send every file under ``folder`` with storescu, as a modality would."""
+    done = subprocess.run(["storescu", "-aec", "ORTHANC", "127.0.0.1", str(port), "+sd", "+r", str(folder)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def pacs_site(tmp_path, tiny_incoming, orthanc, monkeypatch):
+    """A workspace whose site 'east' has no files, only a PACS source (credentials in the environment)
+    and the labels of its studies; Orthanc holds 3 east studies and 1 north study."""
+    url, port = orthanc
+    ws = Workspace(tmp_path / "ws").ensure()
+    labels = ws.incoming / "east" / "labels"
+    labels.mkdir(parents=True)
+    for study in ("study_0001", "study_0002", "study_0003"):  # the labels of the studies sent below
+        first = next((tiny_incoming / "east" / "dicom" / study).rglob("*"))
+        while first.is_dir():
+            first = next(first.iterdir())
+        uid = pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID
+        shutil.copy(tiny_incoming / "east" / "labels" / f"{uid}.nii.gz", labels)
+    sites_file = tmp_path / "sites.yaml"
+    sites_file.write_text(yaml.safe_dump({"task": "liver", "sites": [
+        {"name": "north", "role": "source", "dicom_dir": "incoming/north/dicom", "labels_dir": "incoming/north/labels"},
+        {"name": "east", "role": "target", "dicom_dir": "incoming/east/dicom", "labels_dir": "incoming/east/labels",
+         "split": {"n_train": 1, "n_val": 1},
+         "pacs": {"url": url, "username_env": "TEST_PACS_USER", "password_env": "TEST_PACS_PASSWORD",
+                  "query": {"modality": "CT", "tags": {"PatientID": "FAKEPID-EAST-*"}}}}]}))
+    monkeypatch.setenv("TEST_PACS_USER", USER)
+    monkeypatch.setenv("TEST_PACS_PASSWORD", PASSWORD)
+    for study in ("study_0001", "study_0002", "study_0003"):
+        send(tiny_incoming / "east" / "dicom" / study, port)
+    send(tiny_incoming / "north" / "dicom" / "study_0001", port)
+    return ws, sites_file, url, port
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tl_med.cli", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_ingest_pulls_the_sites_studies_once_and_never_writes_the_credentials(pacs_site):
+    ws, sites_file, _, _ = pacs_site
+    env = {**os.environ, "TL_MED_HOME": str(ws.root)}
+    first = _cli("ingest", "--site", "east", "--sites", str(sites_file), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "east: 3 studies match in the PACS; 0 already here, 3 pulled now (30 instances" in first.stdout
+    assert "33 inputs = 33 converted" in first.stdout  # 30 slices + 3 labels and "3 labelled cases" in first.stdout
+    manifest = json.loads(ws.site_manifest("east").read_text())
+    assert len(manifest["training"]) + len(manifest["validation"]) + len(manifest["test"]) == 3
+
+    again = _cli("ingest", "--site", "east", "--sites", str(sites_file), env=env)
+    assert "3 already here, 0 pulled now (0 instances" in again.stdout
+    assert "0 volumes converted now, 3 unchanged" in again.stdout
+    for path in ws.root.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+class FailAfter(httpx.HTTPTransport):
+    """A real transport whose instance downloads fail after ``n`` (a connection lost mid-pull)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.left = n
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/file"):
+            if self.left <= 0:
+                raise httpx.ReadError("connection reset", request=request)
+            self.left -= 1
+        return super().handle_request(request)
+
+
+def test_an_interrupted_pull_resumes_without_fetching_anything_twice(pacs_site):
+    ws, sites_file, url, _ = pacs_site
+    east = load_sites(sites_file, ws.root).get("east")
+    broken = OrthancClient(url, (USER, PASSWORD), transport=FailAfter(15))
+    first = pull_site(east, ws, client=broken)
+    assert first.instances == 15 and first.pulled == 1 and len(first.failed) == 2
+    assert all("not reachable while downloading an instance" in line for line in first.failed)
+    assert len(list(pacs_folder(east).glob(".partial-*"))) == 2
+    ingested = ingest_site(east, ws, task="liver")  # only the complete study is an input yet
+    assert ingested.n_labelled == 1 and ingested.n_unlabelled == 0
+
+    second = pull_site(east, ws)
+    assert second.instances == 30 - 15 and second.pulled == 2 and second.already == 1 and not second.failed
+    assert not list(pacs_folder(east).glob(".partial-*"))
+    assert ingest_site(east, ws, task="liver").n_labelled == 3
+
+
+def test_wrong_credentials_and_an_unreachable_pacs_are_one_clear_error(pacs_site, monkeypatch):
+    ws, sites_file, url, _ = pacs_site
+    east = load_sites(sites_file, ws.root).get("east")
+    monkeypatch.setenv("TEST_PACS_PASSWORD", "wrong")
+    with pytest.raises(InputError, match=rf"PACS {url}: credentials rejected \(HTTP 401\) while finding studies"):
+        pull_site(east, ws)
+    monkeypatch.delenv("TEST_PACS_PASSWORD")
+    with pytest.raises(InputError, match="credential environment variable\\(s\\) TEST_PACS_PASSWORD not set"):
+        pull_site(east, ws)
+    down = east.model_copy(update={"pacs": east.pacs.model_copy(update={"url": f"http://127.0.0.1:{_free_port()}"})})
+    monkeypatch.setenv("TEST_PACS_PASSWORD", PASSWORD)
+    with pytest.raises(InputError, match="is not reachable while finding studies") as err:
+        pull_site(down, ws)
+    assert PASSWORD not in str(err.value) and not any(pacs_folder(east).glob("*"))
+
+
+def test_a_non_image_object_in_a_study_is_skipped_with_a_reason(pacs_site, tmp_path):
+    ws, sites_file, _, port = pacs_site
+    east = load_sites(sites_file, ws.root).get("east")
+    pull_site(east, ws)
+    one = pydicom.dcmread(next(pacs_folder(east).glob("*/*.dcm")), stop_before_pixels=True)
+    sr = _basic_text_sr(one)
+    sr_dir = tmp_path / "sr"
+    sr_dir.mkdir()
+    sr.save_as(sr_dir / "sr.dcm", enforce_file_format=True)
+    send(sr_dir, port)
+    report = pull_site(east, ws)
+    assert report.pulled == 1 and report.instances == 1  # the study grew by one object
+    result = ingest_site(east, ws, task="liver")
+    skipped = [r for r in result.report.outcomes.values() if r.outcome == "skipped"]
+    assert len(skipped) == 1 and "non-image object (Modality SR" in skipped[0].reason
+    assert result.n_labelled == 3
+
+
+def _basic_text_sr(image: Dataset) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "AccessionNumber", "StudyID"):
+        setattr(ds, keyword, getattr(image, keyword, ""))
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 99
+    ds.InstanceNumber = 1
+    ds.ValueType = "CONTAINER"
+    return ds
+
+
+def test_the_change_feed_announces_each_new_stable_study_of_the_site_once(pacs_site, tiny_incoming):
+    ws, sites_file, url, port = pacs_site
+    sites = load_sites(sites_file, ws.root)
+
+    def all_stable() -> bool:
+        found = httpx.post(f"{url}/tools/find", auth=(USER, PASSWORD), json={"Level": "Study", "Query": {},
+                                                                             "Expand": True}).json()
+        return all(s["IsStable"] for s in found)
+
+    while not all_stable():  # the fixture's studies are old news once stable (StableAge 2 s)
+        time.sleep(0.5)
+    watcher = PacsWatcher(sites, ws)
+    assert watcher.poll() == []  # starts at the feed's end: what is already there is the pull's backlog
+    send(tiny_incoming / "east" / "dicom" / "study_0004", port)
+    send(tiny_incoming / "north" / "dicom" / "study_0002", port)  # another site's study: no event for east
+    cursor = ws.root / "pacs" / "east-cursor.json"
+    deadline = time.monotonic() + 30
+    while json.loads(cursor.read_text())["pending"] == 0:  # the site is busy: the news is kept...
+        assert watcher.poll(busy=lambda site: True) == [] and time.monotonic() < deadline
+        time.sleep(0.5)
+    found = watcher.poll()  # ...and announced once it is not
+    assert [(d.site, d.n_images) for d in found] == [("east", 1)]
+    time.sleep(3)
+    assert watcher.poll() == [] and PacsWatcher(sites, ws).poll() == [], "the cursor is kept in the workspace"
+    assert json.loads((ws.root / "pacs" / "east-cursor.json").read_text())["pending"] == 0

@@ -1,0 +1,1 @@
+"""Pull a site's studies from its PACS (Orthanc) and follow the PACS's change feed."""

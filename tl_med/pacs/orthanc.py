@@ -1,0 +1,123 @@
+"""A small Orthanc REST client: find studies, list and fetch their instances, read the change feed.
+
+Credentials come from the site's ``pacs`` config (environment variables or a secrets file) and
+travel only in the HTTP ``Authorization`` header: they are never logged or written. Errors are
+:class:`~tl_med.errors.InputError` with one line naming the URL (never a credential).
+
+Example:
+    >>> # client = OrthancClient.for_source(site.pacs)
+    >>> # for study in client.find_studies(site.pacs.query.orthanc()): ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tl_med.errors import InputError
+from tl_med.sites import PacsSource
+
+__all__ = ["OrthancClient", "Change", "credentials"]
+
+
+def credentials(source: PacsSource) -> tuple[str, str] | None:
+    """(user, password) from the environment or the secrets file; None when the PACS needs none."""
+    if source.username_env and source.password_env:
+        missing = [v for v in (source.username_env, source.password_env) if not os.environ.get(v)]
+        if missing:
+            raise InputError(f"PACS {source.url}: credential environment variable(s) {', '.join(missing)} not set")
+        return os.environ[source.username_env], os.environ[source.password_env]
+    if source.credentials_file is not None:
+        path = Path(source.credentials_file)
+        if not path.is_file():
+            raise InputError(f"PACS {source.url}: credentials file {path} not found")
+        user, sep, password = path.read_text().strip().partition(":")
+        if not sep or not user:
+            raise InputError(f"PACS {source.url}: credentials file {path} must hold one line 'user:password'")
+        return user, password
+    return None
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    change_type: str
+    resource_type: str
+    resource_id: str
+
+
+class OrthancClient:
+    """Orthanc's REST API over one ``httpx.Client`` (keep-alive, timeouts, basic auth)."""
+
+    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, transport=transport)
+
+    @classmethod
+    def for_source(cls, source: PacsSource, transport: httpx.BaseTransport | None = None) -> "OrthancClient":
+        return cls(source.url, credentials(source), source.timeout, transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "OrthancClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except httpx.HTTPStatusError as exc:
+            code = exc.response.status_code
+            hint = {401: "credentials rejected", 403: "access forbidden", 404: "not found"}.get(code, "request failed")
+            raise InputError(f"PACS {self.url}: {hint} (HTTP {code}) while {what}") from None
+        except httpx.TransportError as exc:
+            raise InputError(f"PACS {self.url} is not reachable while {what} ({type(exc).__name__})") from None
+
+    def _get(self, path: str, what: str, **params: Any) -> httpx.Response:
+        with self._errors(what):
+            response = self._http.get(path, params=params or None)
+            response.raise_for_status()
+            return response
+
+    def check(self) -> str:
+        """The server's Orthanc version (checks URL and credentials)."""
+        return str(self._get("/system", "checking the server").json().get("Version", "?"))
+
+    def find_studies(self, query: dict[str, str]) -> list[str]:
+        """Orthanc ids of the studies matching ``query`` (study-level DICOM keywords)."""
+        with self._errors("finding studies"):
+            response = self._http.post("/tools/find", json={"Level": "Study", "Query": query, "Expand": False})
+            response.raise_for_status()
+            return [str(s) for s in response.json()]
+
+    def study_statistics(self, study_id: str) -> dict[str, Any]:
+        """``CountInstances``, ``DiskSize`` … of one study."""
+        return self._get(f"/studies/{study_id}/statistics", "reading a study").json()
+
+    def instances(self, study_id: str) -> list[str]:
+        """The ids of a study's instances, in Orthanc's order."""
+        return [str(i["ID"]) for i in self._get(f"/studies/{study_id}/instances", "listing a study").json()]
+
+    def instance_file(self, instance_id: str) -> bytes:
+        """One instance's DICOM file (Part 10), as stored."""
+        return self._get(f"/instances/{instance_id}/file", "downloading an instance").content
+
+    def changes(self, since: int, limit: int = 100) -> tuple[list[Change], int, bool]:
+        """One page of the change feed after ``since``: (changes, last seq, done)."""
+        body = self._get("/changes", "reading the change feed", since=since, limit=limit).json()
+        changes = [Change(int(c["Seq"]), c["ChangeType"], c["ResourceType"], str(c["ID"])) for c in body["Changes"]]
+        return changes, int(body["Last"]), bool(body["Done"])
+
+    def last_change(self) -> int:
+        return int(self._get("/changes", "reading the change feed", last="").json()["Last"])
