@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tl_med.errors import InputError
 from tl_med.ingest.site import ingest_site
 from tl_med.pacs.changes import PacsWatcher
+from tl_med.pacs.local import free_port, local_orthanc, orthanc_binary, send
 from tl_med.pacs.orthanc import OrthancClient
 from tl_med.pacs.pull import pacs_folder, pull_site
 from tl_med.sites import load_sites
@@ -30,53 +31,17 @@ from tl_med.workspace import Workspace
 
 USER, PASSWORD = "tlmed", "QXPACSPASSWORD"
 
-need = [b for b in ("Orthanc", "storescu") if not shutil.which(b) and not Path("/usr/sbin/Orthanc").exists()]
+need = [name for name, found in (("Orthanc", orthanc_binary()), ("storescu", shutil.which("storescu"))) if not found]
 if need and not os.environ.get("CI"):
     pytest.skip(f"{', '.join(need)} not installed (make test installs orthanc and dcmtk as root)",
                 allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def orthanc(tmp_path):
     """Orthanc with authentication, its own storage, StableAge 2 s; yields (REST URL, DICOM port)."""
-    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-    http, dicom = _free_port(), _free_port()
-    store = tmp_path / "orthanc"
-    store.mkdir()
-    config = {"Name": "tlmed-test", "StorageDirectory": str(store), "IndexDirectory": str(store),
-              "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-              "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD}, "StableAge": 2,
-              "DicomCheckCalledAet": False, "Plugins": []}
-    (tmp_path / "orthanc.json").write_text(json.dumps(config))
-    log = open(tmp_path / "orthanc.log", "w")
-    proc = subprocess.Popen([binary, str(tmp_path / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/system", auth=(USER, PASSWORD), timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "orthanc.log").read_text()
-        time.sleep(0.2)
-    yield url, dicom
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
-
-
-def send(folder: Path, port: int) -> None:
-    """Send every file under ``folder`` with storescu, as a modality would."""
-    done = subprocess.run(["storescu", "-aec", "ORTHANC", "127.0.0.1", str(port), "+sd", "+r", str(folder)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    with local_orthanc(tmp_path / "orthanc", USER, PASSWORD) as pacs:
+        yield pacs.url, pacs.dicom_port
 
 
 @pytest.fixture
@@ -136,13 +101,14 @@ class FailAfter(httpx.HTTPTransport):
 
     def __init__(self, n: int) -> None:
         super().__init__()
-        self.left = n
+        self.left, self.lock = n, threading.Lock()  # the pull fetches a study's instances in threads
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/file"):
-            if self.left <= 0:
-                raise httpx.ReadError("connection reset", request=request)
-            self.left -= 1
+            with self.lock:
+                if self.left <= 0:
+                    raise httpx.ReadError("connection reset", request=request)
+                self.left -= 1
         return super().handle_request(request)
 
 
@@ -172,7 +138,7 @@ def test_wrong_credentials_and_an_unreachable_pacs_are_one_clear_error(pacs_site
     monkeypatch.delenv("TEST_PACS_PASSWORD")
     with pytest.raises(InputError, match="credential environment variable\\(s\\) TEST_PACS_PASSWORD not set"):
         pull_site(east, ws)
-    down = east.model_copy(update={"pacs": east.pacs.model_copy(update={"url": f"http://127.0.0.1:{_free_port()}"})})
+    down = east.model_copy(update={"pacs": east.pacs.model_copy(update={"url": f"http://127.0.0.1:{free_port()}"})})
     monkeypatch.setenv("TEST_PACS_PASSWORD", PASSWORD)
     with pytest.raises(InputError, match="is not reachable while finding studies") as err:
         pull_site(down, ws)

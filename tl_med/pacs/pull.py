@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ from tl_med.workspace import Workspace
 __all__ = ["PullReport", "pull_site", "pacs_folder"]
 
 log = logging.getLogger(__name__)
+
+FETCH_THREADS = 4
 
 
 @dataclass
@@ -88,16 +91,25 @@ def _fetch_study(client: OrthancClient, key: bytes, study_id: str, final: Path, 
     if final.is_dir():  # the study grew since it was pulled: complete it in place of the old copy
         final.rename(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    for instance in instances:
-        target = partial / f"{keyed_hash(key, 'pacs-instance:' + instance, 16)}.dcm"
-        if target.is_file():
-            continue
+    missing = [(i, partial / f"{keyed_hash(key, 'pacs-instance:' + i, 16)}.dcm") for i in instances]
+    missing = [(i, target) for i, target in missing if not target.is_file()]
+
+    def fetch(item: tuple[str, Path]) -> int:
+        instance, target = item
         blob = client.instance_file(instance)
         tmp = partial / f".{target.name}.tmp"
         tmp.write_bytes(blob)
         os.replace(tmp, target)
-        report.instances += 1
-        report.bytes += len(blob)
+        return len(blob)
+
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:  # a few requests in flight hide the latency
+        futures = [pool.submit(fetch, item) for item in missing]
+        sizes = [f.result() for f in futures if f.exception() is None]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    report.instances += len(sizes)
+    report.bytes += sum(sizes)
+    if errors:
+        raise errors[0]
     partial.rename(final)
     return len(instances)
 
