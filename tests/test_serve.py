@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import tiny_start_weights
+from tl_med.pacs.local import free_port, local_orthanc, orthanc_binary, send
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -50,7 +44,7 @@ def _env(**more: str) -> dict[str, str]:
 @pytest.fixture
 def prefect_api(tmp_path):
     """``prefect server start`` (SQLite, its own PREFECT_HOME) on a free loopback port."""
-    port, home, log = _free_port(), tmp_path / "prefect-server", tmp_path / "server.log"
+    port, home, log = free_port(), tmp_path / "prefect-server", tmp_path / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                  "--port", str(port)], env=_env(PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false"),
@@ -85,11 +79,7 @@ def test_serve_runs_manual_and_new_data_retrains_through_the_server(prefect_api,
     registry["sites"][1]["retrain"] = {"pretrained": str(tiny_start_weights(tmp_path / "start.pt"))}
     sites_file.write_text(yaml.safe_dump(registry))
     env = _env(PREFECT_API_URL=url, TL_MED_HOME=str(ws.root), PREFECT_RUNNER_POLL_FREQUENCY="2")
-    serve_log = tmp_path / "serve.log"
-    with open(serve_log, "w") as out:
-        serve = subprocess.Popen([sys.executable, "-m", "tl_med.cli", "serve", "--sites", str(sites_file),
-                                  "--profile", "tiny", "--quiet-seconds", "3", "--poll-seconds", "0.5"],
-                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    serve, serve_log = _serve(env, sites_file, tmp_path)
     try:
         deployment = _wait(lambda: (r := httpx.get(f"{url}/deployments/name/site-retrain/site-retrain",
                                                    timeout=5)).status_code == 200 and r.json(),
@@ -137,8 +127,56 @@ def test_serve_runs_manual_and_new_data_retrains_through_the_server(prefect_api,
                                timeout=10).json()
         assert len(artifacts) == 2 and all("| east |" in a["data"] for a in artifacts), "a result table per run"
     finally:
-        os.killpg(serve.pid, signal.SIGINT)
+        _stop(serve)
+
+
+def _serve(env: dict[str, str], sites_file: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    serve_log = tmp_path / "serve.log"
+    with open(serve_log, "w") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "tl_med.cli", "serve", "--sites", str(sites_file),
+                                  "--profile", "tiny", "--quiet-seconds", "3", "--poll-seconds", "0.5"],
+                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return serve, serve_log
+
+
+def _stop(serve: subprocess.Popen) -> None:
+    os.killpg(serve.pid, signal.SIGINT)
+    try:
+        serve.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(serve.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not (orthanc_binary() and shutil.which("storescu")) and not os.environ.get("CI"),
+                    reason="orthanc/dcmtk not installed (make test installs them as root)")
+def test_a_study_sent_to_the_pacs_starts_exactly_one_retraining_run(prefect_api, workspace, tmp_path,
+                                                                     tiny_incoming):
+    """A modality sends one new study to Orthanc: the change-feed watcher in `tl-med serve` announces
+    it once stable, the deployment trigger starts one retrain, whose ingest pulls just that study."""
+    from tl_med.data.synthetic import PROFILES, generate_study
+
+    url, (ws, sites_file) = prefect_api, workspace
+    with local_orthanc(tmp_path / "orthanc", "tlmed", "QXPACSPASSWORD") as pacs:
+        registry = yaml.safe_load(sites_file.read_text())
+        registry["sites"][1]["retrain"] = {"pretrained": str(tiny_start_weights(tmp_path / "start.pt"))}
+        registry["sites"][1]["pacs"] = {"url": pacs.url, "username_env": "PACS_USER", "password_env": "PACS_PASSWORD",
+                                        "query": {"tags": {"PatientID": "FAKEPID-EAST-*"}}}
+        sites_file.write_text(yaml.safe_dump(registry))
+        env = _env(PREFECT_API_URL=url, TL_MED_HOME=str(ws.root), PREFECT_RUNNER_POLL_FREQUENCY="2",
+                   PACS_USER="tlmed", PACS_PASSWORD="QXPACSPASSWORD")
+        serve, serve_log = _serve(env, sites_file, tmp_path)
         try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
+            cursor = ws.root / "pacs" / "east-cursor.json"
+            _wait(cursor.is_file, 120, "the PACS watcher's first poll", serve, serve_log)
+            study, _ = generate_study("east", PROFILES["east"].downsampled(4), 98, 7, tmp_path / "new")
+            send(study, pacs.dicom_port)
+            runs = _wait(lambda: [r for r in _runs(url, "trigger:new-data") if r["state"]["type"] in
+                                  ("COMPLETED", "FAILED", "CRASHED")], 400, "the new-data run", serve, serve_log)
+            assert runs[0]["state"]["type"] == "COMPLETED", serve_log.read_text()[-4000:]
+            time.sleep(5)
+            assert len(_runs(url)) == 1, "one study, one run"
+            manifest = yaml.safe_load(ws.site_manifest("east").read_text())
+            assert len(manifest["unlabelled"]) == 1, "the pulled study joined the site as an unlabelled case"
+            assert len(list((ws.incoming / "east" / "dicom" / "pacs").glob("*/*.dcm"))) == 10
+        finally:
+            _stop(serve)
