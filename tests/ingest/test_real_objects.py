@@ -18,10 +18,16 @@ def _file(name: str) -> Path:
 
 
 @pytest.mark.parametrize("name", ["rtplan.dcm", "rtdose.dcm", "reportsi.dcm", "test-SR.dcm",
-                                  "waveform_ecg.dcm", "liver.dcm"])
+                                  "waveform_ecg.dcm"])
 def test_non_image_objects_are_skipped_with_a_reason(name):
     result = read_headers(_file(name), name)
     assert isinstance(result, str) and result.startswith("skip:non-image object"), result
+
+
+def test_a_dicom_seg_is_held_as_the_label_of_the_series_it_references():
+    path = _file("liver.dcm")  # pydicom's SEG test object
+    referenced = pydicom.dcmread(path, stop_before_pixels=True).ReferencedSeriesSequence[0].SeriesInstanceUID
+    assert read_headers(path, "liver.dcm") == f"seg:{referenced}"
 
 
 @pytest.mark.parametrize("name, syntax", [

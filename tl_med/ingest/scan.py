@@ -55,9 +55,11 @@ def _read_many(items: list[tuple[Path, str]]) -> list[list[Frame] | str]:
 
 
 def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Executor | None = None,
-                    files: list[Path] | None = None) -> list[Frame]:
+                    files: list[Path] | None = None,
+                    segs: list[tuple[Path, str, str]] | None = None) -> list[Frame]:
     """Read the header of every file under ``root`` (or of ``files``); record skips and
-    quarantines in ``report`` and return the image frames.
+    quarantines in ``report`` and return the image frames. DICOM SEG objects go to ``segs`` as
+    ``(path, rel, referenced series UID)`` for the caller to pair (recorded as skipped without it).
 
     With a process ``pool`` the headers are read in parallel (parsing is pure Python).
     """
@@ -72,9 +74,14 @@ def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Exe
     else:
         results = _read_many(items)
     frames: list[Frame] = []
-    for (_, rel), result in zip(items, results):
+    for (path, rel), result in zip(items, results):
         report.n_inputs += 1
-        if isinstance(result, str):
+        if isinstance(result, str) and result.startswith("seg:"):
+            if segs is not None:  # its outcome is recorded when it is paired (or not) with its series
+                segs.append((path, rel, result[4:]))
+            else:
+                report.record(rel, "skipped", "non-image object (Modality SEG, Segmentation Storage)")
+        elif isinstance(result, str):
             kind, reason = result.split(":", 1)
             report.record(rel, "skipped" if kind == "skip" else "quarantined", reason)
         else:

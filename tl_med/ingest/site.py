@@ -11,10 +11,10 @@ import multiprocessing
 from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from tl_med.ingest.incremental import IngestState, fingerprint
 from tl_med.ingest.labels import check_label, index_labels, label_key
 from tl_med.ingest.report import IngestReport
 from tl_med.ingest.scan import list_inputs, scan_dicom_tree
+from tl_med.ingest.seg import seg_label
 from tl_med.ingest.stacks import StackJob, StackOutcome, convert_stack, nifti_name
 from tl_med.manifests import CaseEntry, SiteManifest, assign_splits, write_manifest
 from tl_med.sites import SiteConfig
@@ -100,15 +101,15 @@ def _label_for(stack: list[Frame], by_key: dict[str, Path]) -> Path | None:
 
 def _label_entry(label: Path, record: dict[str, Any], site_out: Path, ws: Workspace, report: IngestReport,
                  label_rel: str, state: IngestState, new_labels: dict[str, dict[str, Any]],
-                 opts_cl: int) -> dict[str, str] | None:
-    """Check and write one label; the manifest fields for it, or None (quarantined)."""
+                 opts_cl: int, read: Callable[..., np.ndarray | str] = check_label) -> dict[str, str] | None:
+    """Check and write one label (a NIfTI mask, or a DICOM SEG with ``read=seg_label``); the
+    manifest fields for it, or None (quarantined)."""
     cid = record["entry"]["case_id"]
     fp = fingerprint(record["entry"]["image_sha256"], file_sha256(label))
     saved = state.reusable(state.labels, fp, ws.root, "out")
     if saved is None:
         affine = np.asarray(record["affine"])
-        checked = check_label(label, tuple(record["entry"]["shape"]), affine,
-                              allowed={int(k) for k in LABEL_NAMES})
+        checked = read(label, tuple(record["entry"]["shape"]), affine, allowed={int(k) for k in LABEL_NAMES})
         if isinstance(checked, str):
             report.record(label_rel, "quarantined", f"label for case {cid}: {checked}")
             return None
@@ -138,6 +139,7 @@ class IngestPlan:
     jobs: list[StackJob]
     members: dict[str, list[Frame]]
     todo: list[StackJob]
+    segs: list[tuple[Path, str, str]] = field(default_factory=list)  # (path, rel, referenced series UID)
 
 
 def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
@@ -159,17 +161,29 @@ def plan_ingest(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None
     _check_inputs(site)
     assert site.dicom_dir is not None
     files = list_inputs(site.dicom_dir)
-    frames = scan_dicom_tree(site.dicom_dir, report, rel_to=site.dicom_dir.parent, pool=pool, files=files)
+    segs: list[tuple[Path, str, str]] = []
+    frames = scan_dicom_tree(site.dicom_dir, report, rel_to=site.dicom_dir.parent, pool=pool, files=files, segs=segs)
     jobs, members = _jobs(frames, key, state.options)
     todo = [j for j in jobs if state.reusable(state.stacks, j.fingerprint, ws.root, "out") is None]
     report.stacks_converted, report.stacks_reused = len(todo), len(jobs) - len(todo)
-    return IngestPlan(site, ws, task, key, report, state, jobs, members, todo)
+    return IngestPlan(site, ws, task, key, report, state, jobs, members, todo, segs)
 
 
 def convert_job(site: SiteConfig, ws: Workspace, job: StackJob, key: bytes | None = None) -> StackOutcome:
     """Convert one stack of a plan (what a flow maps over); the same function the pool runs."""
     return convert_stack(job, out=ws.data / site.name, root=ws.root, opts=site.ingest,
                          key=key if key is not None else ws.deid_key())
+
+
+def _segs_by_series(plan: IngestPlan) -> dict[str, tuple[Path, str, str]]:
+    """The SEG of each referenced series; a second SEG for a series is quarantined."""
+    found: dict[str, tuple[Path, str, str]] = {}
+    for seg in sorted(plan.segs, key=lambda s: s[1]):
+        if seg[2] in found:
+            plan.report.record(seg[1], "quarantined", "a second DICOM SEG for the same series (ambiguous label)")
+        else:
+            found[seg[2]] = seg
+    return found
 
 
 def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[list[CaseEntry], list[CaseEntry]]:
@@ -183,6 +197,7 @@ def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[li
     labels = index_labels(site.labels_dir) if site.labels_dir else {}
     by_key = {label_key(p): p for p in labels.values() if label_key(p)}
     used: set[Path] = set()
+    segs = _segs_by_series(plan)
     for job in sorted(plan.jobs, key=lambda j: j.cid):
         outcome = done.get(job.cid) or StackOutcome(job.cid, record=state.stacks[job.fingerprint])
         rels = sorted({f.rel for f in plan.members[job.cid]})
@@ -195,15 +210,25 @@ def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[li
             report.record(rel, "converted", case_id=job.cid)
         entry = dict(outcome.record["entry"])
         label = _label_for(plan.members[job.cid], by_key)
+        seg = segs.pop(plan.members[job.cid][0].series_uid, None)
+        fields = None
         if label is not None:
             used.add(label)
             report.n_inputs += 1
             fields = _label_entry(label, outcome.record, out, ws, report, str(label.relative_to(input_root)),
                                   state, new_labels, opts.compresslevel)
-            if fields is not None:
-                labelled.append(CaseEntry(**entry, **fields))
-                continue
+            if seg is not None:
+                report.record(seg[1], "skipped", f"DICOM SEG for case {job.cid} not used: a NIfTI label "
+                                                 "in labels_dir takes precedence")
+        elif seg is not None:
+            fields = _label_entry(seg[0], outcome.record, out, ws, report, seg[1], state, new_labels,
+                                  opts.compresslevel, read=seg_label)
+        if fields is not None:
+            labelled.append(CaseEntry(**entry, **fields))
+            continue
         unlabelled.append(CaseEntry(**entry))
+    for _, rel, _ in segs.values():
+        report.record(rel, "quarantined", "DICOM SEG references no ingested series")
     for path in labels.values():
         if path not in used:
             report.n_inputs += 1
