@@ -16,31 +16,7 @@ from tl_med.ingest.site import ingest_site
 from tl_med.manifests import load_manifest
 from tl_med.sites import load_sites
 from tl_med.workspace import Workspace
-
-hd = pytest.importorskip("highdicom")
-
-
-def _series(study: Path) -> list[pydicom.Dataset]:
-    files = [p for p in study.rglob("*") if p.is_file()]
-    return sorted((pydicom.dcmread(p) for p in files), key=lambda d: int(d.InstanceNumber))
-
-
-def make_seg(study: Path, mask: np.ndarray, segment: int = 1, omit_empty: bool = True) -> pydicom.Dataset:
-    """A BINARY SEG of ``mask`` (slices, rows, cols; 0/1) on the study's images."""
-    from pydicom.sr.codedict import codes
-
-    images = _series(study)
-    descriptions = [hd.seg.SegmentDescription(
-        segment_number=n, segment_label=f"segment {n}", segmented_property_category=codes.SCT.Organ,
-        segmented_property_type=codes.SCT.Liver, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-        for n in range(1, segment + 1)]
-    pixels = mask.astype(np.uint8) * segment if segment > 1 else mask.astype(bool)
-    return hd.seg.Segmentation(
-        source_images=images, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=90,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="tl_med tests",
-        manufacturer_model_name="synthetic", software_versions="0", device_serial_number="0",
-        omit_empty_frames=omit_empty)
+from conftest import make_seg, series_of as _series
 
 
 def _truth(incoming: Path, study: Path) -> tuple[np.ndarray, str]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pydicom
 import pytest
 import yaml
@@ -206,3 +207,24 @@ def test_the_change_feed_announces_each_new_stable_study_of_the_site_once(pacs_s
     time.sleep(3)
     assert watcher.poll() == [] and PacsWatcher(sites, ws).poll() == [], "the cursor is kept in the workspace"
     assert json.loads((ws.root / "pacs" / "east-cursor.json").read_text())["pending"] == 0
+
+
+def test_a_seg_sent_with_a_study_labels_it(pacs_site, tiny_incoming, tmp_path):
+    """Studies whose segmentation is stored in the PACS as DICOM SEG come out labelled."""
+    import nibabel as nib
+
+    from conftest import make_seg, series_of
+
+    ws, sites_file, _, port = pacs_site
+    east = load_sites(sites_file, ws.root).get("east")
+    study = tiny_incoming / "east" / "dicom" / "study_0004"
+    uid = series_of(study)[0].SeriesInstanceUID
+    truth = np.asarray(nib.load(tiny_incoming / "east" / "labels" / f"{uid}.nii.gz").dataobj)
+    seg_dir = tmp_path / "seg"
+    seg_dir.mkdir()
+    make_seg(study, np.stack([truth[:, :, k].T for k in range(truth.shape[2])])).save_as(seg_dir / "seg.dcm")
+    send(study, port)
+    send(seg_dir, port)
+    assert pull_site(east, ws).pulled == 4
+    result = ingest_site(east, ws, task="liver")
+    assert result.n_labelled == 4 and result.n_unlabelled == 0  # 3 NIfTI labels + 1 SEG

@@ -81,7 +81,8 @@ def _up(url: str, user: str, password: str) -> bool:
 
 def send(folder: Path, port: int, aet: str = "ORTHANC") -> None:
     """C-STORE every file under ``folder`` to the local Orthanc with ``storescu``, as a modality does."""
-    done = subprocess.run(["storescu", "-aec", aet, "127.0.0.1", str(port), "+sd", "+r", str(folder)],
-                          capture_output=True, text=True, timeout=600)
+    # --required: propose the SOP classes the files hold (SEG is not in storescu's default list)
+    command = ["storescu", "--required", "-aec", aet, "127.0.0.1", str(port), "+sd", "+r", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"storescu failed: {(done.stdout + done.stderr)[-1000:]}")
