@@ -61,6 +61,28 @@ def build_deployment(sites: SitesConfig, *, workspace: str, sites_file: str, pro
     )
 
 
+def trigger_retrain(parameters: dict, *, wait: bool, server: str):
+    """Start a ``site-retrain`` run through the API (tags ``trigger:manual``, ``site:<name>``);
+    the finished run when ``wait``, else the scheduled one."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from tl_med.errors import InputError
+
+    try:
+        return run_deployment(FULL_NAME, parameters=parameters, timeout=None if wait else 0, poll_interval=2,
+                              tags=[f"trigger:{parameters.get('trigger', 'manual')}", f"site:{parameters['site']}"])
+    except ObjectNotFound:
+        raise InputError(f"no deployment {FULL_NAME} on {server}: start `tl-med serve` first") from None
+
+
+def serve_deployment(deployment: RunnerDeployment) -> None:
+    """Serve the deployment from this process until interrupted (schedules, triggers, manual runs)."""
+    from prefect import serve
+
+    serve(deployment)
+
+
 def main() -> None:  # pragma: no cover - exercised by the docker deploy step, not here
     from tl_med.sites import load_sites
     from tl_med.workspace import resolve_workspace

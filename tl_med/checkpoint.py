@@ -51,16 +51,25 @@ def loader_random_states(loader: Any) -> list[np.random.RandomState]:
     return list(seen.values())
 
 
+def _plain(state: tuple) -> tuple:
+    """A NumPy RandomState state with its key array as a list (loadable with ``weights_only=True``)."""
+    return (state[0], np.asarray(state[1]).tolist(), *state[2:])
+
+
+def _numpy(state: tuple) -> tuple:
+    return (state[0], np.asarray(state[1], dtype=np.uint32), *state[2:])
+
+
 def _rng_state(loader: Any) -> dict[str, Any]:
     gen = getattr(loader, "generator", None)
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    return {"torch": torch.get_rng_state(), "numpy": _plain(np.random.get_state()), "python": random.getstate(),
             "loader": gen.get_state() if gen is not None else None,
-            "transforms": [r.get_state() for r in loader_random_states(loader)]}
+            "transforms": [_plain(r.get_state()) for r in loader_random_states(loader)]}
 
 
 def _set_rng_state(loader: Any, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_numpy(state["numpy"]))
     random.setstate(state["python"])
     gen = getattr(loader, "generator", None)
     if gen is not None and state["loader"] is not None:
@@ -69,7 +78,7 @@ def _set_rng_state(loader: Any, state: dict[str, Any]) -> None:
     if len(states) != len(state["transforms"]):
         raise ValueError("checkpoint does not match this training setup (random transforms differ)")
     for r, s in zip(states, state["transforms"]):
-        r.set_state(s)
+        r.set_state(_numpy(s))
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ class Checkpoint:
         """Restore the saved state; ``(last finished epoch, fit state)``, or None with no checkpoint."""
         if not self.path.is_file():
             return None
-        blob = torch.load(self.path, map_location="cpu", weights_only=False)  # our own file, never a download
+        blob = torch.load(self.path, map_location="cpu", weights_only=True)
         model.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
         _set_rng_state(loader, blob["rng"])

@@ -253,16 +253,9 @@ def retrain(site: Annotated[str, typer.Option("--site", help="Target site to ret
 
 
 def _retrain_on_server(server: str, params: dict, wait: bool) -> None:
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
+    from flows.deploy import FULL_NAME, trigger_retrain
 
-    from flows.deploy import FULL_NAME
-
-    try:
-        run = run_deployment(FULL_NAME, parameters=params, tags=["trigger:manual", f"site:{params['site']}"],
-                             timeout=None if wait else 0, poll_interval=2)
-    except ObjectNotFound:
-        raise TlMedError(f"no deployment {FULL_NAME} on {server}: start `tl-med serve` first") from None
+    run = trigger_retrain(params, wait=wait, server=server)
     state = run.state
     console.print(f"flow run {run.name} ({run.id}) of {FULL_NAME}: {state.name if state else 'scheduled'}"
                   + (f" - {state.message}" if state and state.message else ""), markup=False)
@@ -298,9 +291,7 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
     server = _prefect_server()
     ws.ensure()
     ws.activate()
-    from prefect import serve as prefect_serve
-
-    from flows.deploy import FULL_NAME, build_deployment
+    from flows.deploy import FULL_NAME, build_deployment, serve_deployment
     from flows.tasks import ensure_gpu_limit
     from flows.watch import watch
 
@@ -317,7 +308,7 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
     console.print(f"serving {FULL_NAME} on {server}; schedules: {', '.join(scheduled) or 'none'}; "
                   f"inboxes/PACS watched: {', '.join(watched) or 'none'}; gpu slots: {slots}", markup=False)
     try:
-        prefect_serve(deployment)
+        serve_deployment(deployment)
     finally:
         stop.set()
 
