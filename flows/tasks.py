@@ -216,7 +216,12 @@ def discard_failed_run(flow, run, state) -> None:
     config = run.parameters.get("config") or {}
     if not workspace:
         return
-    cfg = PipelineConfig.model_validate(config) if config else PipelineConfig.profile(run.parameters.get("profile", "demo"))
+    if config:
+        cfg = PipelineConfig.model_validate(config)
+    elif run.parameters.get("config_file"):
+        cfg = PipelineConfig.from_yaml(Path(run.parameters["config_file"]))
+    else:
+        cfg = PipelineConfig.profile(run.parameters.get("profile", "demo"))
     ws = Workspace(Path(workspace))
     if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
         return  # it failed before anything reached MLflow
