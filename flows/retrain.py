@@ -23,6 +23,7 @@ from prefect.states import Completed
 
 from flows.preprocess import run_preprocess
 from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, ingest
+from flows.watch import active_retrains
 from tl_med.config import PipelineConfig
 from tl_med.errors import InputError
 from tl_med.results import PipelineResult, results_markdown
@@ -58,19 +59,9 @@ def _tag_run(*tags: str) -> None:
 
 def _refuse_if_running(site: str) -> None:
     """With a Prefect server, refuse a second active retrain of the same site."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
-                                                FlowRunFilterStateType, FlowRunFilterTags)
-    from prefect.client.schemas.objects import StateType
-
     if not os.environ.get("PREFECT_API_URL") or not flow_run.id:
         return
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["site-retrain"])),
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"site:{site}"]), state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING, StateType.PAUSED]))))
-    others = [r for r in runs if str(r.id) != str(flow_run.id)]
+    others = [r for r in active_retrains(site) if str(r.id) != str(flow_run.id)]
     if others:
         raise InputError(f"site '{site}' is already retraining (flow run {others[0].name}); not starting a second run")
 

@@ -30,25 +30,25 @@ def emit_new_data(delivery: Delivery) -> None:
                         "bytes": delivery.n_bytes})
 
 
-def active_retrains(site: str) -> int:
-    """How many ``site-retrain`` runs of ``site`` are pending or running on the server."""
+def active_retrains(site: str) -> list:
+    """The ``site-retrain`` runs of ``site`` that are pending, running, paused or cancelling on the server."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
                                                 FlowRunFilterStateType, FlowRunFilterTags)
     from prefect.client.schemas.objects import StateType
 
     with get_client(sync_client=True) as client:
-        return len(client.read_flow_runs(
+        return client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["site-retrain"])),
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"site:{site}"]), state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=[StateType[s] for s in ACTIVE_STATES])))))
+                type=FlowRunFilterStateType(any_=[StateType[s] for s in ACTIVE_STATES]))))
 
 
 class BusySites:
     """A site is busy while a retrain of it is active, and for ``grace`` seconds after its event
     was emitted (until the triggered run has started and tagged itself)."""
 
-    def __init__(self, grace: float = 120.0, active: Callable[[str], int] = active_retrains,
+    def __init__(self, grace: float = 120.0, active: Callable[[str], list] = active_retrains,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.grace, self.active, self.clock = grace, active, clock
         self.emitted: dict[str, float] = {}
