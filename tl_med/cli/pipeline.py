@@ -1,0 +1,143 @@
+"""Commands that run the pipeline or touch a site's data: demo, run, adapt, ingest, synth, ui."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tl_med.cli.common import (
+    REPO_MANIFESTS,
+    REPO_SITES,
+    ConfigOpt,
+    ProfileOpt,
+    SitesOpt,
+    WorkspaceOpt,
+    app,
+    console,
+    load_config,
+    parse_steps,
+    run_pipeline,
+    with_adapt,
+)
+from tl_med.errors import TlMedError
+from tl_med.workspace import resolve_workspace
+
+
+@app.command()
+def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data and training seed."),
+         profile: ProfileOpt = "demo", config: ConfigOpt = None,
+         sites: Annotated[Optional[Path], typer.Option("--sites", help="Site registry (default: "
+                          "data_manifests/sites.yaml, or sites-tiny.yaml with --profile tiny).")] = None) -> None:
+    """Generate three synthetic hospital sites (DICOM) and run the whole pipeline on them."""
+    from tl_med.data.synthetic import DEMO_SITES, TINY_SITES, generate_sites
+
+    ws = resolve_workspace(workspace).ensure()
+    marker = ws.incoming / f".generated-seed{seed}-{profile}"
+    if not marker.exists():
+        console.print(f"Generating synthetic sites into {ws.incoming} ...")
+        for spec in DEMO_SITES:
+            shutil.rmtree(ws.incoming / spec.name, ignore_errors=True)
+        specs = TINY_SITES if profile == "tiny" else DEMO_SITES
+        summary = generate_sites(ws.incoming, specs, seed=seed, downsample=4 if profile == "tiny" else 1)
+        for name, counts in summary.items():
+            console.print(f"  {name}: {counts['studies']} studies, {counts['files']} DICOM files")
+        for old in ws.incoming.glob(".generated-*"):
+            old.unlink()
+        marker.touch()
+    registry = sites or (REPO_MANIFESTS / ("sites-tiny.yaml" if profile == "tiny" else "sites.yaml"))
+    from tl_med.sites import load_sites
+
+    for site in load_sites(registry, ws.root).sites:  # ready for `tl-med serve` to watch
+        if site.inbox is not None:
+            site.inbox.mkdir(parents=True, exist_ok=True)
+    run_pipeline(ws, registry, load_config(profile, config, seed), None, "manual")
+
+
+@app.command()
+def run(site: Annotated[Optional[list[str]], typer.Option("--site", help="Target site(s); default: all.")] = None,
+        workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+        config: ConfigOpt = None, seed: Optional[int] = None,
+        trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
+    """Run the pipeline (ingest, preprocess, pretrain, adapt, register) on the configured sites."""
+    run_pipeline(resolve_workspace(workspace).ensure(), sites, load_config(profile, config, seed), site, trigger)
+
+
+@app.command()
+def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt.")],
+          pretrained: Annotated[Optional[str], typer.Option(
+              "--pretrained", help="Where to start: a MONAI bundle folder or .zip, a checkpoint file, or "
+              "models:/<name>@<alias> (default: models:/tlmed-<task>-<source site>@challenger).")] = None,
+          strategy: Annotated[str, typer.Option(help="finetune, feature_extraction or progressive.")] = "finetune",
+          steps: Annotated[str, typer.Option(help="Comma-separated domain-adaptation steps: harmonise, adabn, "
+                                                   "coral, self_training, tent (adabn/tent need a batch-norm "
+                                                   "network: --norm batch).")] = "",
+          labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled target cases to use "
+                                                        "(default: all in the training split; 0: none).")] = None,
+          norm: Annotated[Optional[str], typer.Option(help="Override network.norm (instance or batch).")] = None,
+          workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+          config: ConfigOpt = None, seed: Optional[int] = None,
+          trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
+    """Adapt one site from a pretrained source with a strategy and steps; print and log the
+    comparison with the source-only and from-scratch baselines (runs through the Prefect flow)."""
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace).ensure()
+    cfg = with_adapt(load_config(profile, config, seed), strategy=strategy, steps=parse_steps(steps), n_labelled=labels,
+                      norm=norm)
+    registry = load_sites(sites, ws.root)
+    start = pretrained or f"models:/tlmed-{cfg.task}-{registry.source.name}@challenger"
+    run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start)
+
+
+@app.command()
+def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
+           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+    """Ingest one site's DICOM into de-identified NIfTI plus its manifest and report (pulling its new
+    studies from its PACS first, when it has one)."""
+    from tl_med.ingest.site import ingest_site
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace).ensure()
+    registry = load_sites(sites, ws.root)
+    config = registry.get(site)
+    if config.pacs is not None:
+        from tl_med.pacs.pull import pull_site
+
+        pulled = pull_site(config, ws)
+        console.print(pulled.line(), markup=False)
+        for line in pulled.failed:
+            console.print(f"  not pulled (the next ingest resumes it): {line}", markup=False)
+    result = ingest_site(config, ws, task=registry.task)
+    s = result.report.summary()
+    console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
+                  f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases; "
+                  f"{s['volumes_converted_now']} volumes converted now, {s['volumes_unchanged']} unchanged")
+    for q in result.report.quarantined:  # real paths go to the terminal only, never to a file
+        console.print(f"  quarantined {q.file} [{result.report.ref(q.file)}]: {q.reason}", markup=False)
+    console.print(f"manifest: {result.manifest_path}\nreport:   {result.report_path}")
+
+
+@app.command()
+def synth(out: Annotated[Path, typer.Option("--out", help="Folder to write sites into.")],
+          seed: int = 0, downsample: int = typer.Option(1, min=1, help="Coarsen every grid by this factor.")) -> None:
+    """Write the synthetic demo sites (DICOM + NIfTI labels) into a folder."""
+    from tl_med.data.synthetic import DEMO_SITES, generate_sites
+
+    for name, counts in generate_sites(out, DEMO_SITES, seed=seed, downsample=downsample).items():
+        console.print(f"{name}: {counts['studies']} studies, {counts['files']} files")
+
+
+@app.command()
+def ui(workspace: WorkspaceOpt = None, port: int = 5000) -> None:
+    """Start the MLflow UI on the workspace's store (loopback only)."""
+    ws = resolve_workspace(workspace)
+    if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
+        raise TlMedError(f"no MLflow store at {ws.mlflow_db}: run `tl-med demo` first")
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (store {ws.tracking_uri}); Ctrl-C to stop")
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ws.tracking_uri,
+                    "--host", "127.0.0.1", "--port", str(port)], check=False)

@@ -1,0 +1,193 @@
+"""Unattended retraining: retrain (through the deployment or directly), serve, watch."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from tl_med.cli.common import (
+    REPO_SITES,
+    ConfigOpt,
+    ProfileOpt,
+    SitesOpt,
+    WorkspaceOpt,
+    app,
+    console,
+    load_config,
+    parse_steps,
+    print_results,
+    with_adapt,
+)
+from tl_med.config import PipelineConfig
+from tl_med.errors import TlMedError
+from tl_med.workspace import Workspace, resolve_workspace
+
+
+def _prefect_server() -> str:
+    """The configured Prefect API URL after a health check; '' when none is configured."""
+    import httpx
+
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url:
+        return ""
+    try:
+        httpx.get(f"{url}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise TlMedError(f"Prefect server at {url} is not reachable ({type(exc).__name__}: {exc}); "
+                         "start it (prefect server start) or unset PREFECT_API_URL") from None
+    return url
+
+
+StrategyOpt = Annotated[Optional[str], typer.Option(help="finetune, feature_extraction or progressive "
+                                                         "(default: the site's retrain.strategy, else the config's).")]
+
+
+@app.command()
+def retrain(site: Annotated[str, typer.Option("--site", help="Target site to retrain.")],
+            pretrained: Annotated[Optional[str], typer.Option(help="Start from: a MONAI bundle, checkpoint or "
+                                                              "models:/ URI (default: the site's retrain.pretrained, "
+                                                              "else models:/tlmed-<task>-<source>@challenger).")] = None,
+            strategy: StrategyOpt = None,
+            steps: Annotated[Optional[str], typer.Option(help="Comma-separated domain-adaptation steps.")] = None,
+            labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled-case budget.")] = None,
+            wait: Annotated[bool, typer.Option(help="Wait for a deployment run to finish.")] = True,
+            workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+            config: ConfigOpt = None) -> None:
+    """Retrain one site: through the ``site-retrain`` deployment when PREFECT_API_URL names a
+    server (``tl-med serve`` must be running), else by running the flow here."""
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace)
+    registry = load_sites(sites, ws.root)
+    target = registry.get(site)
+    if target.role == "source":
+        raise TlMedError(f"site '{target.name}' is the source site; retrain a target site "
+                         f"({', '.join(t.name for t in registry.targets)})")
+    base = load_config(profile, config, None)
+    with_adapt(base, strategy=strategy, steps=parse_steps(steps), n_labelled=labels)  # validate before any run
+    params = {k: v for k, v in {"site": target.name, "pretrained": pretrained, "strategy": strategy,
+                                "steps": list(parse_steps(steps)) if steps is not None else None,
+                                "n_labelled": labels, "trigger": "manual"}.items() if v is not None}
+    server = _prefect_server()
+    if server:
+        _retrain_on_server(server, params, wait)
+        return
+    if target.dicom_dir is not None and not target.dicom_dir.is_dir():
+        raise TlMedError(f"site '{target.name}': DICOM folder {target.dicom_dir} does not exist")
+    ws.ensure().activate()
+    from flows.retrain import site_retrain
+
+    start = time.perf_counter()
+    state = site_retrain(**params, profile=profile, config_file=str(config.resolve()) if config else None,
+                         workspace=str(ws.root), sites_file=str(sites.resolve()), return_state=True)
+    result = state.result()
+    from tl_med.results import PipelineResult
+
+    print_results(PipelineResult(source=None, sites=[result], pretrained=pretrained or ""), ws,
+                   time.perf_counter() - start)
+    if state.message:
+        console.print(f"Flow run: {state.message}", markup=False)
+
+
+def _retrain_on_server(server: str, params: dict, wait: bool) -> None:
+    from flows.deploy import FULL_NAME, trigger_retrain
+
+    run = trigger_retrain(params, wait=wait, server=server)
+    state = run.state
+    console.print(f"flow run {run.name} ({run.id}) of {FULL_NAME}: {state.name if state else 'scheduled'}"
+                  + (f" - {state.message}" if state and state.message else ""), markup=False)
+    if wait and (state is None or not state.is_completed()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
+          config: ConfigOpt = None,
+          watch_inboxes: Annotated[bool, typer.Option("--watch/--no-watch", help="Watch the sites' inboxes.")] = True,
+          quiet_seconds: Annotated[float, typer.Option(help="An inbox delivery is complete after this long "
+                                                           "without changes.")] = 10.0,
+          poll_seconds: Annotated[float, typer.Option(help="How often the inboxes are looked at.")] = 2.0,
+          gpu_slots: Annotated[Optional[int], typer.Option(help="Set the 'gpu' concurrency limit (training "
+                                                               "runs at once; default: keep, else 1).")] = None) -> None:
+    """Serve the ``site-retrain`` deployment (per-site schedules from sites.yaml, the new-data trigger)
+    from this process against the Prefect server in PREFECT_API_URL, and watch the site inboxes."""
+    import threading
+
+    from tl_med.sites import load_sites
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise TlMedError("tl-med serve needs a Prefect server: start one (prefect server start) and set "
+                         "PREFECT_API_URL=http://127.0.0.1:4200/api (schedules and triggers need its services)")
+    ws = resolve_workspace(workspace)
+    sites_file = sites.resolve()
+    registry = load_sites(sites_file, ws.root)  # configuration errors first, then the server
+    if watch_inboxes:
+        registry.check_inboxes(sites_file)
+    if config is not None:
+        PipelineConfig.from_yaml(config)
+    server = _prefect_server()
+    ws.ensure()
+    ws.activate()
+    from flows.deploy import FULL_NAME, build_deployment, serve_deployment
+    from flows.tasks import ensure_gpu_limit
+    from flows.watch import watch
+
+    slots = ensure_gpu_limit(gpu_slots)
+    deployment = build_deployment(registry, workspace=str(ws.root), sites_file=str(sites_file), profile=profile,
+                                  config_file=str(config.resolve()) if config else None)
+    stop = threading.Event()
+    watchers = _watchers(registry, ws, quiet_seconds) if watch_inboxes else []
+    watched = [s.name for s in registry.sites if s.inbox is not None or s.pacs is not None] if watchers else []
+    if watchers:
+        threading.Thread(target=watch, args=(watchers, stop), kwargs={"interval": poll_seconds},
+                         name="site-watcher", daemon=True).start()
+    scheduled = [f"{s.name} ({s.schedule.cron} {s.schedule.timezone})" for s in registry.targets if s.schedule]
+    console.print(f"serving {FULL_NAME} on {server}; schedules: {', '.join(scheduled) or 'none'}; "
+                  f"inboxes/PACS watched: {', '.join(watched) or 'none'}; gpu slots: {slots}", markup=False)
+    try:
+        serve_deployment(deployment)
+    finally:
+        stop.set()
+
+
+def _watchers(registry, ws: Workspace, quiet_seconds: float) -> list:
+    """The inbox watcher, plus the PACS change-feed watcher when a site has a PACS."""
+    from tl_med.inbox import InboxWatcher
+    from tl_med.pacs.changes import PacsWatcher
+
+    watchers: list = [InboxWatcher(registry, quiet_seconds=quiet_seconds)]
+    if any(s.pacs is not None for s in registry.sites):
+        watchers.append(PacsWatcher(registry, ws))
+    return watchers
+
+
+@app.command()
+def watch(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES,
+          quiet_seconds: Annotated[float, typer.Option(help="An inbox delivery is complete after this long "
+                                                           "without changes.")] = 10.0,
+          poll_seconds: Annotated[float, typer.Option(help="How often the inboxes are looked at.")] = 2.0) -> None:
+    """Only watch the site inboxes and PACS change feeds and emit new-data events (when workers,
+    not `tl-med serve`, run the deployment: see README "Running on servers")."""
+    import threading
+
+    from tl_med.sites import load_sites
+
+    ws = resolve_workspace(workspace)
+    registry = load_sites(sites.resolve(), ws.root)
+    registry.check_inboxes(sites.resolve())
+    if not os.environ.get("PREFECT_API_URL"):
+        raise TlMedError("tl-med watch needs a Prefect server: set PREFECT_API_URL")
+    _prefect_server()
+    ws.ensure().activate()
+    from flows.watch import watch as watch_loop
+
+    watched = [s.name for s in registry.sites if s.inbox is not None or s.pacs is not None]
+    console.print(f"watching the inboxes/PACS of {', '.join(watched) or 'no site'}; Ctrl-C to stop", markup=False)
+    stop = threading.Event()
+    try:
+        watch_loop(_watchers(registry, ws, quiet_seconds), stop, interval=poll_seconds)
+    except KeyboardInterrupt:
+        stop.set()
