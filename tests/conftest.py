@@ -9,6 +9,16 @@ import numpy as np
 import pydicom
 import pytest
 
+from tl_med.quiet import silence_known_noise
+
+silence_known_noise()  # before MONAI is imported, as the CLI does
+
+
+@pytest.fixture(autouse=True)
+def _known_noise_silenced():
+    """Again inside each test: pytest re-enables DeprecationWarnings per test, ahead of our filters."""
+    silence_known_noise()
+
 from tl_med.config import PipelineConfig
 from tl_med.data.synthetic import TINY_SITES, generate_sites
 from tl_med.ingest.site import ingest_site
@@ -76,7 +86,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     mp.setenv("DO_NOT_TRACK", "1")
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with prefect_test_harness(server_startup_timeout=600):  # a first migration on a busy machine
         yield
     mp.undo()
 

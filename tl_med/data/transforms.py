@@ -2,7 +2,6 @@
 
 Example:
     >>> from tl_med.config import PreprocessConfig
-from tl_med.data.harmonise import HarmoniseToSourced
     >>> chain = preprocessing(PreprocessConfig())
     >>> type(chain[0]).__name__
     'LoadImaged'
@@ -36,6 +35,8 @@ from tl_med.data.harmonise import HarmoniseToSourced
 __all__ = ["preprocessing", "augmentation", "cached_dataset", "cache_dir_for", "cache_file", "preprocess_item"]
 
 KEYS = ("image", "label")
+# NIfTI's RAS+ world axes, stated explicitly (the default is about to follow the tensor's space)
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def preprocessing(cfg: PreprocessConfig, landmarks: tuple[float, ...] | None = None) -> list:
@@ -45,10 +46,11 @@ def preprocessing(cfg: PreprocessConfig, landmarks: tuple[float, ...] | None = N
                  else ScaleIntensityRangePercentilesd(keys="image", lower=1, upper=99, b_min=0.0,
                                                       b_max=1.0, clip=True))
     return [
-        LoadImaged(keys=KEYS, allow_missing_keys=True, image_only=True),
+        # ingest writes NIfTI: pin nibabel (no DICOM reader probing, same result everywhere)
+        LoadImaged(keys=KEYS, reader="NibabelReader", allow_missing_keys=True, image_only=True),
         EnsureChannelFirstd(keys=KEYS, allow_missing_keys=True),
         *([HarmoniseToSourced(keys="image", landmarks=landmarks)] if landmarks else []),
-        Orientationd(keys=KEYS, axcodes="RAS", allow_missing_keys=True),
+        Orientationd(keys=KEYS, axcodes="RAS", labels=RAS_LABELS, allow_missing_keys=True),
         Spacingd(keys=KEYS, pixdim=cfg.spacing, mode=("bilinear", "nearest"), allow_missing_keys=True),
         intensity,
         ResizeWithPadOrCropd(keys=KEYS, spatial_size=cfg.spatial_size, allow_missing_keys=True),
