@@ -30,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
@@ -38,6 +39,7 @@ from tl_med.ingest.site import IngestPlan, convert_job, finish_ingest, n_inputs,
 from tl_med.ingest.stacks import StackJob, StackOutcome, nifti_name
 from tl_med.ingest.summary import ingest_markdown
 from tl_med.manifests import datalist
+from tl_med.progress import activity
 from tl_med.sites import load_sites
 from tl_med.stages import PretrainResult, SiteResult, StageContext, adapt_site, pretrain_source
 from tl_med.tracking import Tracker
@@ -72,14 +74,19 @@ def _series_output(workspace: str, sites_file: str, site: str, job: StackJob) ->
     return ws.data / config.name / "images" / nifti_name(job.cid, config.ingest)
 
 
-def _map_cached(task_, static: tuple, items: list, output: Any) -> list:
-    """Map ``task_`` over ``items``; items whose ``output(item)`` is missing refresh their cache entry."""
+def _map_cached(task_, static: tuple, items: list, output: Any, progress: tuple[str, str, str]) -> list:
+    """Map ``task_`` over ``items``; items whose ``output(item)`` is missing refresh their cache entry.
+    ``progress`` is (key, description, unit) of the progress report, one step per finished item."""
     have = [it for it in items if output(it).is_file()]
     gone = [it for it in items if not output(it).is_file()]
     futures = list(task_.map(*map(unmapped, static), have)) if have else []
     if gone:
         futures += list(task_.with_options(refresh_cache=True).map(*map(unmapped, static), gone))
     order = {id(it): i for i, it in enumerate(have + gone)}
+    key, description, unit = progress
+    with activity(key, description, total=len(futures), unit=unit) as act:
+        for _ in as_completed(futures):
+            act.advance()
     results = [f.result() for f in futures]
     return [results[order[id(it)]] for it in items]
 
@@ -121,7 +128,8 @@ def ingest(workspace: str, sites_file: str, site: str) -> tuple[str, int]:
         pull_pacs(workspace, sites_file, site)
     plan = scan_site(workspace, sites_file, site)
     outcomes = _map_cached(convert_series, (workspace, sites_file, site), plan.todo,
-                           lambda job: _series_output(workspace, sites_file, site, job))
+                           lambda job: _series_output(workspace, sites_file, site, job),
+                           (f"convert:{site}", f"ingest {site}: convert series", "series"))
     return finish_site(plan, outcomes)
 
 
@@ -154,8 +162,9 @@ def preprocess(workspace: str, config: dict, manifests: list[str]) -> list[dict[
     items = [it for m in manifests for it in manifest_items(m)]
     cfg = PipelineConfig.model_validate(config).preprocess
     cache = Workspace(Path(workspace)).cache
+    sites = ", ".join(Path(m).stem for m in manifests)
     return _map_cached(preprocess_case, (workspace, cfg.model_dump(mode="json")), items,
-                       lambda item: cache_file(item, cfg, cache))
+                       lambda item: cache_file(item, cfg, cache), (f"preprocess:{sites}", f"preprocess {sites}", "cases"))
 
 
 def context(workspace: str, config: dict, trigger: str) -> StageContext:

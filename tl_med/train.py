@@ -22,6 +22,7 @@ from monai.losses import DiceCELoss
 
 from tl_med.checkpoint import Checkpoint
 from tl_med.evaluate import dice_per_case
+from tl_med.progress import note
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ def _resume(checkpoint: Checkpoint | None, model: torch.nn.Module, optimizer: to
     result.best_epoch, result.best_val_dice = state["best_epoch"], state["best_val_dice"]
     result.best_state = state["best_state"]
     log.info("resumed training from checkpoint after epoch %d of %d", last + 1, epochs)
+    note(f"resumed training from checkpoint after epoch {last + 1} of {epochs}")
     if on_epoch is not None:
         for h in result.history:
             on_epoch(h)

@@ -11,7 +11,7 @@ Reasons are one line and never echo attribute values from the file (they could b
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import Executor
+from concurrent.futures import Executor, as_completed
 from pathlib import Path
 
 import pydicom
@@ -21,6 +21,7 @@ from tl_med.ingest.convert import file_sha256
 from tl_med.ingest.header import Frame, frames_of
 from tl_med.ingest.messages import safe_message
 from tl_med.ingest.report import IngestReport
+from tl_med.progress import activity
 
 __all__ = ["scan_dicom_tree", "read_headers", "safe_message", "list_inputs"]
 
@@ -65,14 +66,22 @@ def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Exe
     """
     paths = list_inputs(root) if files is None else files
     items = [(p, str(p.relative_to(rel_to))) for p in paths]
-    if pool is not None:
-        n = 16
-        chunks = [items[i::n] for i in range(n)]
-        by_rel = {rel: res for chunk, part in zip(chunks, pool.map(_read_many, chunks))
-                  for (_, rel), res in zip(chunk, part)}
-        results = [by_rel[rel] for _, rel in items]
-    else:
-        results = _read_many(items)
+    with activity(f"scan:{report.site}", f"ingest {report.site}: read headers", total=len(items), unit="files") as act:
+        if pool is not None:
+            n = 16
+            chunks = [items[i::n] for i in range(n)]
+            futures = {pool.submit(_read_many, chunk): chunk for chunk in chunks}
+            by_rel: dict[str, list[Frame] | str] = {}
+            for future in as_completed(futures):
+                chunk = futures[future]
+                by_rel.update({rel: res for (_, rel), res in zip(chunk, future.result())})
+                act.advance(len(chunk))
+            results = [by_rel[rel] for _, rel in items]
+        else:
+            results = []
+            for item in items:
+                results.append(read_headers(*item))
+                act.advance()
     frames: list[Frame] = []
     for (path, rel), result in zip(items, results):
         report.n_inputs += 1

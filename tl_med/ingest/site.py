@@ -30,6 +30,8 @@ from tl_med.ingest.scan import list_inputs, scan_dicom_tree
 from tl_med.ingest.seg import seg_label
 from tl_med.ingest.stacks import StackJob, StackOutcome, convert_stack, nifti_name
 from tl_med.manifests import CaseEntry, SiteManifest, assign_splits, write_manifest
+from tl_med.progress import track
+from tl_med.quiet import silence_known_noise
 from tl_med.sites import SiteConfig
 from tl_med.workspace import Workspace
 
@@ -58,7 +60,7 @@ def worker_pool(n: int, n_items: int) -> Iterator[Executor | None]:
         return
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["tl_med.ingest.stacks"])
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=silence_known_noise) as pool:
         yield pool
 
 
@@ -278,5 +280,7 @@ def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None
     with worker_pool(site.ingest.n_workers(), n_inputs(site)) as pool:
         plan = plan_ingest(site, ws, task=task, key=key, pool=pool)
         convert = partial(convert_job, site, ws, key=key)
-        outcomes = list(pool.map(convert, plan.todo) if pool else map(convert, plan.todo))
+        outcomes = list(track(pool.map(convert, plan.todo) if pool else map(convert, plan.todo),
+                              f"convert:{site.name}", f"ingest {site.name}: convert series", total=len(plan.todo),
+                              unit="series"))
     return finish_ingest(plan, outcomes)
