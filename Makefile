@@ -1,4 +1,5 @@
 # Two commands do everything:  `make demo`  and  `make test`.
+export PIP_ROOT_USER_ACTION := ignore
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -7,33 +8,35 @@ BIN    := $(VENV)/bin
 
 # torch==2.13.0 is pinned in pyproject.toml; pip takes the CPU wheel from the machine's
 # find-links folder when there is one (see README, "Installing elsewhere").
+# The install is quiet: pip's chatter goes to $(VENV)/install.log, shown only if it fails.
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "setting up $(VENV) (first time: about 3 minutes; log in $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[dev]'; } > $(VENV)/install.log 2>&1 || \
+	  { tail -n 25 $(VENV)/install.log; echo "error: installing into $(VENV) failed (full log: $(VENV)/install.log)"; exit 1; }
+	@touch $@
 
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/tl-med demo
+	@$(BIN)/tl-med demo
 
 # The MLflow UI test drives Debian's chromium; install it when we can (root), else say so.
 browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
-	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq >>$(VENV)/apt.log 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >>$(VENV)/apt.log 2>&1; } || \
 	  echo "note: chromium/chromium-driver not installed: the MLflow UI test is skipped (and fails under CI=true)"
 
 # The PACS tests run a real Orthanc fed by dcmtk's storescu; install them when we can (root).
 pacs:
 	@command -v storescu >/dev/null 2>&1 && { command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; } || \
-	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc dcmtk >/dev/null; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq >>$(VENV)/apt.log 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc dcmtk >>$(VENV)/apt.log 2>&1; } || \
 	  echo "note: orthanc/dcmtk not installed: the PACS tests are skipped (and fail under CI=true)"
 
 test: setup browser pacs
-	$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) tlmed-workspace .pytest_cache

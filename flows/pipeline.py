@@ -11,6 +11,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
+from flows.naming import run_name
 from flows.preprocess import run_preprocess
 from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, ingest, pretrain
 from tl_med.config import PipelineConfig
@@ -26,8 +27,8 @@ def comparison_markdown(workspace: str, config: dict, sites: list[str]) -> str:
     return to_markdown(comparison(ctx.tracker.client, ctx.cfg.task, sites, ctx.tracker.experiment))
 
 
-@flow(name="site-adaptation-pipeline", log_prints=True, on_failure=[discard_failed_run],
-      on_crashed=[discard_failed_run], on_cancellation=[discard_failed_run])
+@flow(name="site-adaptation-pipeline", flow_run_name=run_name("site-adaptation-pipeline"), log_prints=True,
+      on_failure=[discard_failed_run], on_crashed=[discard_failed_run], on_cancellation=[discard_failed_run])
 def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | None = None,
                              targets: list[str] | None = None, trigger: str = "manual",
                              pretrained: str | None = None) -> PipelineResult | State:

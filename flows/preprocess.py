@@ -11,10 +11,11 @@ import os
 
 from prefect import flow
 
+from flows.naming import run_name
 from flows.tasks import preprocess
 
 
-@flow(name="preprocess-sites")
+@flow(name="preprocess-sites", flow_run_name=run_name("preprocess-sites"))
 def preprocess_sites(workspace: str, config: dict, manifests: list[str]) -> list[dict[str, str]]:
     """Preprocess every case of ``manifests`` into the workspace cache; one record per case."""
     return preprocess(workspace, config, manifests)

@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
+from flows.naming import run_name
 from flows.preprocess import run_preprocess
 from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, ingest
 from flows.watch import active_retrains
@@ -72,8 +73,8 @@ def _source_manifest(workspace: str, sites_file: str, sites: SitesConfig) -> str
     return str(existing) if existing.is_file() else ingest(workspace, sites_file, sites.source.name)[0]
 
 
-@flow(name="site-retrain", log_prints=True, on_failure=[discard_failed_run], on_crashed=[discard_failed_run],
-      on_cancellation=[discard_failed_run])
+@flow(name="site-retrain", flow_run_name=run_name("site-retrain"), log_prints=True,
+      on_failure=[discard_failed_run], on_crashed=[discard_failed_run], on_cancellation=[discard_failed_run])
 def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | None = None,
                  steps: list[Step] | None = None, n_labelled: int | None = None, trigger: Trigger = "manual",
                  profile: Literal["demo", "tiny"] = "demo", config_file: str | None = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,8 @@ from pathlib import Path
 import pytest
 
 
-def tl_med(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+def tl_med(*args: str, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "tl_med.cli", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=600)
 
@@ -69,21 +70,70 @@ def test_ingest_command_reports_reconciled_counts(workspace):
 
 @pytest.mark.e2e
 def test_demo_tiny_profile_end_to_end(tmp_path):
-    """The main job, as a newcomer runs it (tiny profile): real Prefect temporary server and MLflow."""
+    """The main job, as a newcomer runs it (tiny profile): real Prefect temporary server and MLflow,
+    output redirected to files as cron or CI would."""
     proc = tl_med("demo", "--profile", "tiny", "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Per-site adaptation" in proc.stdout and "east" in proc.stdout
     assert "tl-med ui --workspace" in proc.stdout and "prefect server start" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()  # nothing written outside the workspace
+    row = next(line for line in proc.stdout.splitlines() if "tlmed-liver-east v1" in line)
+    assert len(re.findall(r"\b[01]\.\d{3}\b", row)) >= 4 and "…" not in proc.stdout  # numbers whole in a file
+    # quiet: progress lines and no third-party warnings, no Prefect task chatter
+    assert "train east-finetune: 2/2 epochs" in proc.stderr and "ingest east: read headers" in proc.stderr
+    assert sum("warning" in line.lower() for line in (proc.stdout + proc.stderr).splitlines()) == 0, proc.stderr
+    assert "Task run" not in proc.stderr
 
-    # then adapt one site from the registered source model with another strategy and steps
+    # then adapt one site from the registered source model with another strategy and steps, for a script
     tiny_sites = str(Path(__file__).resolve().parent.parent / "data_manifests" / "sites-tiny.yaml")
+    common = ("--workspace", str(tmp_path / "ws"), "--sites", tiny_sites)
     proc = tl_med("adapt", "--site", "east", "--strategy", "feature_extraction", "--steps", "harmonise,self_training",
-                  "--labels", "1", "--profile", "tiny", "--workspace", str(tmp_path / "ws"), "--sites", tiny_sites,
-                  cwd=tmp_path)
+                  "--labels", "1", "--profile", "tiny", "--json", *common, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Pretrained source: models:/tlmed-liver-north@challenger" in proc.stdout
-    assert "feature_extraction+harmonise+self_training" in proc.stdout and "tlmed-liver-east v2" in proc.stdout
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == "tl_med.result/1" and doc["pretrained"] == "models:/tlmed-liver-north@challenger"
+    site = doc["sites"][0]
+    assert site["strategy"] == "feature_extraction+harmonise+self_training" and site["labels_used"] == 1
+    assert site["model"] == {"name": "tlmed-liver-east", "version": "2"}
+    assert set(site["dice"]) == {"source_only", "from_scratch", "adapted"} and 0 <= site["dice"]["adapted"] <= 1
+    assert site["prefect_flow_run_id"] == doc["prefect_flow_run"]["id"] != ""
+
+    # every candidate of the site, each with its baselines; the registry as JSON
+    proc = tl_med("report", "--json", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    candidates = json.loads(proc.stdout)["sites"][0]["candidates"]
+    assert [(c["model"]["version"], c["labels"]) for c in candidates] == [("2", 1), ("1", 2)]
+    assert all(c["dice"]["adapted"] is not None and c["dice"]["source_only"] is not None for c in candidates)
+    proc = tl_med("models", "--json", "--site", "east", *common, cwd=tmp_path)
+    versions = json.loads(proc.stdout)["versions"]
+    assert [(v["version"], v["aliases"]) for v in versions] == [("2", ["challenger"]), ("1", [])]
+
+
+def test_unknown_option_prints_usage_and_exits_2(tmp_path):
+    proc = tl_med("approve", "--site", "hb", "--by", "x", cwd=tmp_path)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2 and len(lines) <= 5, lines
+    assert lines[0].startswith("Usage: ") and "No such option: --by" in lines[-1]
+    proc = tl_med("demoo", cwd=tmp_path)
+    assert proc.returncode == 2 and "Did you mean 'demo'?" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_version():
+    proc = tl_med("--version")
+    assert proc.returncode == 0 and re.fullmatch(r"tl-med \d+\.\d+\.\d+\S*", proc.stdout.strip())
+
+
+@pytest.mark.e2e
+def test_prefect_that_cannot_start_is_one_line_naming_the_setting(workspace):
+    ws, sites_file = workspace
+    env_budget = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
+    proc = tl_med("run", "--workspace", str(ws.root), "--sites", str(sites_file), "--profile", "tiny", env=env_budget)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: Prefect's temporary server did not answer within its start-up budget (Timed out while attempting "
+        "to connect to ephemeral Prefect API server); raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS "
+        "(now 1), or run a server (prefect server start) and set PREFECT_API_URL"]
+    assert not ws.mlflow_db.exists()
 
 
 def test_approve_refusal_and_success_from_the_command_line(workspace):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from mlflow import MlflowClient
 
@@ -24,6 +26,11 @@ def test_pipeline_flow_runs_and_registers_challengers(prefect_server, workspace)
     assert {"pretrain-north", "adapt-east", "east-finetune", "east-scratch", "east-source_only"} <= set(runs)
     finetune = runs["east-finetune"]
     assert finetune.data.tags["prefect_flow_run_id"] and finetune.data.tags["trigger"] == "manual"
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:  # readable run names: flow, site(s), UTC time
+        name = prefect.read_flow_run(finetune.data.tags["prefect_flow_run_id"]).name
+    assert re.fullmatch(r"site-adaptation-pipeline-all-sites-\d{8}T\d{6}Z", name), name
     assert "test_dice" in finetune.data.metrics
     assert len(client.get_metric_history(finetune.info.run_id, "val_dice")) == cfg.adapt.epochs
     for site, run in (("north", runs["pretrain-north"]), ("east", finetune)):

@@ -63,7 +63,7 @@ def _browser():
 
     options = Options()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000"):
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=2600,1000"):
         options.add_argument(arg)
     options.binary_location = CHROMIUM
     return webdriver.Chrome(service=Service(DRIVER), options=options)  # no driver download
@@ -75,6 +75,9 @@ def _shows(driver, url: str, words: list[str], shot: str) -> None:
     driver.get(url)
     try:
         WebDriverWait(driver, 45).until(lambda d: all(w in d.page_source for w in words))
+    except Exception:
+        print("PAGE TEXT:", driver.find_element("tag name", "body").text[:3000])
+        raise
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / shot))
@@ -85,7 +88,7 @@ def test_reviewer_sees_runs_model_and_aliases_in_the_mlflow_ui(mlflow_server, in
     from mlflow import MlflowClient
 
     from tl_med.stages import StageContext, adapt_site, pretrain_source
-    from tl_med.tracking import Tracker
+    from tl_med.tracking import Tracker, ui_address
 
     ws, _ = ingested
     tracker = Tracker(mlflow_server, "tlmed-liver")  # over HTTP; artifacts proxied by the server
@@ -97,8 +100,14 @@ def test_reviewer_sees_runs_model_and_aliases_in_the_mlflow_ui(mlflow_server, in
     assert str(client.get_model_version_by_alias("tlmed-liver-east", "challenger").version) == res.model_version
     driver = _browser()
     try:
-        _shows(driver, f"{mlflow_server}/#/experiments/{tracker.experiment_id}/runs",
+        # the experiment in the model-training layout lands on its training runs, not the GenAI overview
+        assert client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+        _shows(driver, f"{mlflow_server}/#/experiments/{tracker.experiment_id}?workflowType=machine_learning",
                ["pretrain-north", "adapt-east"], "mlflow-ui-experiment.png")
+        # the saved per-site view: the Dice figures are columns, with no column picking
+        adapted = f"{client.get_run(res.parent_run_id).data.metrics['adapted_dice']:.3f}"[:4]
+        _shows(driver, ui_address(mlflow_server, tracker.experiment_id),
+               ["adapt-east", "adapted_dice", "source_only_dice", adapted], "mlflow-ui-site-view.png")
         _shows(driver, f"{mlflow_server}/#/models/tlmed-liver-east", ["tlmed-liver-east", "challenger"],
                "mlflow-ui-model.png")
         _shows(driver, f"{mlflow_server}/#/experiments/{tracker.experiment_id}/runs/{src.run_id}",

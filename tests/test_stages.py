@@ -40,9 +40,14 @@ def test_pretrain_and_adapt_log_runs_and_register_challengers(ingested, tiny_cfg
 
     report = comparison(client, "liver", ["east", "west"], "tlmed-test")  # west has no runs: left out
     assert [r.site for r in report] == ["east"] and report[0].parent_run_id == res.parent_run_id
-    assert [row[0] for row in report[0].rows] == ["east-source_only", "east-scratch", "east-finetune"]
+    (candidate,) = report[0].candidates
+    assert set(candidate.runs) == {"source_only", "scratch", "finetune"} and candidate.version == res.model_version
+    assert (candidate.source_only_dice, candidate.scratch_dice, candidate.adapted_dice) == pytest.approx(
+        (res.source_only_dice, res.scratch_dice, res.adapted_dice), abs=1e-6)
+    assert candidate.labels == res.n_labelled and candidate.aliases == ("challenger",)
     assert report[0].champion == "none" and report[0].challenger.startswith(f"v{res.model_version}:")
-    assert "| east-finetune | finetune |" in to_markdown(report) and "<td>east-scratch</td>" in to_html(report)
+    assert f"| v{res.model_version} | challenger |" in to_markdown(report)
+    assert f"<td class=n>{res.adapted_dice:.3f}</td>" in to_html(report)
     assert len(ft.inputs.dataset_inputs) == 3
     version = client.get_model_version_by_alias("tlmed-liver-east", "challenger")
     assert str(version.version) == res.model_version and version.run_id == res.adapted_run_id

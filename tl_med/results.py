@@ -1,15 +1,29 @@
-"""The per-site comparison table, as rows and as Markdown (CLI, Prefect artifact, MLflow)."""
+"""The per-site comparison, as table rows, as Markdown (Prefect artifact, MLflow) and as the JSON
+document scripts read (``tl-med run --json``; its schema is documented in the README).
+
+Example:
+    >>> outcome = PipelineResult(source=None, sites=[], pretrained="start.pt")
+    >>> result_document(outcome, command="run")["schema"]
+    'tl_med.result/1'
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
+import tl_med
 from tl_med.stages import PretrainResult, SiteResult
 
-__all__ = ["PipelineResult", "result_rows", "results_markdown", "source_line"]
+__all__ = ["PipelineResult", "HEADERS", "NUMERIC", "result_rows", "results_markdown", "source_line",
+           "result_document", "RESULT_SCHEMA"]
 
-HEADERS = ("site", "strategy", "source-only Dice", "from-scratch Dice", "adapted Dice", "gain",
-           "forgetting", "negative transfer", "model version", "MLflow run id")
+RESULT_SCHEMA = "tl_med.result/1"
+HEADERS = ("site", "strategy", "labels", "source-only Dice", "from-scratch Dice", "adapted Dice", "gain",
+           "adapted HD95 mm", "forgetting", "negative transfer", "model version")
+NUMERIC = ("labels", "source-only Dice", "from-scratch Dice", "adapted Dice", "gain", "adapted HD95 mm",
+           "forgetting")
 
 
 @dataclass(frozen=True)
@@ -21,14 +35,14 @@ class PipelineResult:
     pretrained: str = ""
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def result_rows(results: list[SiteResult]) -> list[tuple[str, ...]]:
-    return [(r.site, r.strategy, _fmt(r.source_only_dice), _fmt(r.scratch_dice), _fmt(r.adapted_dice),
-             f"{r.gain:+.3f}", _fmt(r.forgetting), "YES" if r.negative_transfer else "no",
-             f"{r.model_name} v{r.model_version}", r.adapted_run_id) for r in results]
+    return [(r.site, r.strategy, str(r.n_labelled), _fmt(r.source_only_dice), _fmt(r.scratch_dice),
+             _fmt(r.adapted_dice), f"{r.gain:+.3f}", _fmt(r.adapted_hd95, 1), _fmt(r.forgetting),
+             "YES" if r.negative_transfer else "no", f"{r.model_name} v{r.model_version}") for r in results]
 
 
 def source_line(outcome: PipelineResult) -> str:
@@ -46,3 +60,36 @@ def results_markdown(outcome: PipelineResult) -> str:
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in result_rows(outcome.sites)]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None) -> float | None:
+    """JSON-safe: ``None`` for missing or non-finite values (JSON has no NaN)."""
+    return None if v is None or not math.isfinite(v) else round(float(v), 6)
+
+
+def _site_document(r: SiteResult) -> dict[str, Any]:
+    return {
+        "site": r.site, "strategy": r.strategy, "labels_used": r.n_labelled, "test_cases": r.n_test,
+        "dice": {"source_only": _num(r.source_only_dice), "from_scratch": _num(r.scratch_dice),
+                 "adapted": _num(r.adapted_dice)},
+        "hd95_mm": {"source_only": _num(r.source_only_hd95), "from_scratch": _num(r.scratch_hd95),
+                    "adapted": _num(r.adapted_hd95)},
+        "gain": _num(r.gain), "forgetting": _num(r.forgetting),
+        "negative_transfer": {"flag": bool(r.negative_transfer), "reason": r.negative_transfer},
+        "model": {"name": r.model_name, "version": r.model_version},
+        "mlflow_run_id": r.adapted_run_id, "mlflow_parent_run_id": r.parent_run_id,
+        "prefect_flow_run_id": r.flow_run_id,
+    }
+
+
+def result_document(outcome: PipelineResult, *, command: str, flow_run: dict[str, str] | None = None,
+                    **context: Any) -> dict[str, Any]:
+    """The ``--json`` document of a pipeline command (schema ``tl_med.result/1``)."""
+    src = outcome.source
+    source = None if src is None else {
+        "site": src.site, "model": {"name": src.model_name, "version": src.model_version},
+        "mlflow_run_id": src.run_id, "test": {"dice": _num(src.test_dice), "hd95_mm": _num(src.test_hd95)},
+        "train_cases": src.n_train, "test_cases": src.n_test}
+    return {"schema": RESULT_SCHEMA, "command": command, "tl_med_version": tl_med.__version__, **context,
+            "prefect_flow_run": flow_run or {}, "pretrained": outcome.pretrained, "source": source,
+            "sites": [_site_document(r) for r in outcome.sites]}

@@ -35,6 +35,7 @@ from tl_med.manifests import datalist, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
 from tl_med.models.zoo import build_network, resolve_device
 from tl_med.plots import learning_curve, overlays
+from tl_med.progress import activity, track
 from tl_med.tracking import Tracker, code_version, registered_model_name
 from tl_med.train import EpochLog, FitResult, fit, seed_everything
 from tl_med.workspace import Workspace
@@ -63,6 +64,9 @@ class PretrainResult:
     model_name: str
     model_version: str
     test_dice: float
+    test_hd95: float | None = None
+    n_train: int = 0
+    n_test: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class SiteResult:
     forgetting: float | None = None
     negative_transfer: str = ""
     strategy: str = "finetune"
+    source_only_hd95: float | None = None
+    scratch_hd95: float | None = None
+    adapted_hd95: float | None = None
+    n_labelled: int = 0
+    n_test: int = 0
+    flow_run_id: str = ""
 
     @property
     def gain(self) -> float:
@@ -140,6 +150,19 @@ def _epoch_logger(tracker: Tracker, run_id: str) -> Callable[[EpochLog], None]:
                                                     "epoch_seconds": log.seconds}, step=log.epoch)
 
 
+@contextmanager
+def _training(tracker: Tracker, run_id: str, epochs: int) -> Iterator[Callable[[EpochLog], None]]:
+    """The per-epoch callback of one run's training: MLflow metrics plus a progress report."""
+    name = tracker.client.get_run(run_id).info.run_name
+    log_epoch = _epoch_logger(tracker, run_id)
+    with activity(f"train:{run_id}", f"train {name}", total=epochs, unit="epochs") as act:
+        def on_epoch(log: EpochLog) -> None:
+            log_epoch(log)
+            act.advance(loss=log.train_loss, **({"val Dice": log.val_dice} if log.val_dice is not None else {}))
+
+        yield on_epoch
+
+
 def _log_fit(tracker: Tracker, run_id: str, result: FitResult) -> None:
     """The learning curve and the best epoch of a finished fit."""
     fig = learning_curve(result.history, tracker.client.get_run(run_id).info.run_name)
@@ -164,9 +187,9 @@ def _checkpoints(ctx: StageContext, *identity: str) -> Iterator[Path]:
 def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
            optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, checkpoint: Checkpoint) -> FitResult:
     val = _loader(ctx, splits["validation"], train=False) if splits["validation"] else None
-    result = fit(model, _loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
-                 epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=_epoch_logger(ctx.tracker, run_id),
-                 checkpoint=checkpoint)
+    with _training(ctx.tracker, run_id, epochs) as on_epoch:
+        result = fit(model, _loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
+                     epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch, checkpoint=checkpoint)
     _log_fit(ctx.tracker, run_id, result)
     return result
 
@@ -177,9 +200,16 @@ def _log_overlays(ctx: StageContext, run_id: str, model: torch.nn.Module, loader
     plt.close(fig)
 
 
+def _cases(loader: DataLoader, key: str, description: str):
+    """``loader`` with one progress step per case (evaluation)."""
+    return track(loader, key, description, total=len(loader.dataset), unit="cases")
+
+
 def _evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict]) -> CaseMetrics:
     loader = _loader(ctx, items, train=False)
-    metrics = evaluate_cases(model, loader, resolve_device(ctx.cfg.device), ctx.cfg.preprocess.spacing)
+    name = ctx.tracker.client.get_run(run_id).info.run_name
+    metrics = evaluate_cases(model, _cases(loader, f"eval:{run_id}", f"evaluate {name}"),
+                             resolve_device(ctx.cfg.device), ctx.cfg.preprocess.spacing)
     _log_overlays(ctx, run_id, model, loader)
     s = metrics.summary()
     ctx.tracker.log_metrics(run_id, {"test_dice": s["dice"], "test_hd95": s["hd95"]})
@@ -217,7 +247,8 @@ def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> Pretra
             model_uri, name, run_id, tags={"test_dice": f"{test['dice']:.4f}", "site": site,
                                            "manifest_sha256": manifest_hash(manifest_path)},
             description=f"Source model for {site}: test Dice {test['dice']:.3f} on {len(splits['test'])} cases.")
-    return PretrainResult(site, run_id, weights_uri, name, version, test["dice"])
+    return PretrainResult(site, run_id, weights_uri, name, version, test["dice"], _finite(test["hd95"]),
+                          len(splits["training"]), len(splits["test"]))
 
 
 def _child(ctx: StageContext, site: str, manifest_path: Path, strategy: str,
@@ -279,9 +310,10 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
         with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
             model = build_network(ctx.cfg.network)
             transfer_weights(model, state)
-            source_only = _evaluate(ctx, run_id, model, splits["test"]).summary()["dice"]
-            source_before = _dice_on(ctx, model, source_test)
-        scratch = None
+            source_only_m = _evaluate(ctx, run_id, model, splits["test"]).summary()
+            source_only = source_only_m["dice"]
+            source_before = _dice_on(ctx, model, source_test, f"forgetting {site}: source test split before adapting")
+        scratch, scratch_hd95 = None, None
         if "scratch" in ctx.cfg.baselines and splits["training"]:
             run_name, tags = _child(ctx, site, manifest_path, "scratch", "none")
             with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
@@ -292,7 +324,8 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                 _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}],
                                                               ctx.cfg.pretrain.lr, ac.weight_decay),
                        ac.epochs, ac.batch_size, Checkpoint(ckpt / "scratch.pt"))
-                scratch = _evaluate(ctx, run_id, model, splits["test"]).summary()["dice"]
+                scratch_m = _evaluate(ctx, run_id, model, splits["test"]).summary()
+                scratch, scratch_hd95 = scratch_m["dice"], _finite(scratch_m["hd95"])
         run_name, tags = _child(ctx, site, manifest_path, label, pretrained)
         with tracker.run(run_name, tags=tags, parent_run_id=parent) as adapted_run:
             _log_setup(ctx, adapted_run, site, manifest_path, {"strategy": label, "pretrained_source": pretrained,
@@ -303,18 +336,20 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
             tracker.log_json(adapted_run, {"transferred": report.transferred,
                                            "newly_initialised": report.newly_initialised},
                              "transfer/weights_report.json")
-            outcome = adapt_model(model, state, ac, data, _loaders(ctx), device,
-                                  on_epoch=_epoch_logger(tracker, adapted_run), checkpoints=ckpt / "adapted")
+            with _training(tracker, adapted_run, _adapt_epochs(ac, len(splits["training"]))) as on_epoch:
+                outcome = adapt_model(model, state, ac, data, _loaders(ctx), device, on_epoch=on_epoch,
+                                      checkpoints=ckpt / "adapted")
             tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
             if outcome.fit is not None:
                 _log_fit(tracker, adapted_run, outcome.fit)
             test_loader = _loaders(ctx)(splits["test"], train=False, landmarks=outcome.landmarks)
-            metrics = evaluate_cases(model, test_loader, device, ctx.cfg.preprocess.spacing)
+            metrics = evaluate_cases(model, _cases(test_loader, f"eval:{adapted_run}", f"evaluate {run_name}"),
+                                     device, ctx.cfg.preprocess.spacing)
             _log_overlays(ctx, adapted_run, model, test_loader)
             adapted = metrics.summary()
             tracker.log_metrics(adapted_run, {"test_dice": adapted["dice"], "test_hd95": adapted["hd95"]})
             tracker.log_text(adapted_run, metrics.to_csv(), "metrics/test_per_case.csv")
-            source_after = _dice_on(ctx, model, source_test)
+            source_after = _dice_on(ctx, model, source_test, f"forgetting {site}: source test split after adapting")
             forgetting = None if source_before is None or source_after is None else source_before - source_after
             negative = _negative_transfer(adapted["dice"], source_only, scratch, ac.negative_transfer_margin)
             tracker.log_metrics(adapted_run, {"source_only_dice": source_only, "scratch_dice": scratch,
@@ -350,7 +385,20 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                          + (f"; champion v{champion[0]}: {champion[1]:.3f}" if champion else "; no champion yet")
                          + "." + (f" NEGATIVE TRANSFER: {negative}." if negative else "")))
     return SiteResult(site, source_only, adapted["dice"], scratch, parent, adapted_run, name, version,
-                      forgetting=forgetting, negative_transfer=negative, strategy=label)
+                      forgetting=forgetting, negative_transfer=negative, strategy=label,
+                      source_only_hd95=_finite(source_only_m["hd95"]), scratch_hd95=scratch_hd95,
+                      adapted_hd95=_finite(adapted["hd95"]), n_labelled=len(splits["training"]),
+                      n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _adapt_epochs(ac, n_labelled: int) -> int:
+    """Epochs the adaptation trains for (supervised, then the self-training round)."""
+    supervised = ac.epochs if n_labelled or "coral" in ac.steps else 0
+    return supervised + (max(1, ac.epochs // 2) if "self_training" in ac.steps else 0)
 
 
 def _champion(tracker: Tracker, name: str, manifest_sha: str) -> tuple[str, float] | None:
@@ -382,9 +430,10 @@ def _summary_markdown(site: str, label: str, n_labelled: int, n_test: int, sourc
     return "\n".join(lines) + "\n"
 
 
-def _dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict]) -> float | None:
+def _dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict], description: str) -> float | None:
     """Mean test Dice of ``model`` on ``items`` (the source test split, for forgetting)."""
     if not items:
         return None
-    return evaluate_cases(model, _loaders(ctx)(items, train=False), resolve_device(ctx.cfg.device),
+    loader = _loaders(ctx)(items, train=False)
+    return evaluate_cases(model, _cases(loader, f"eval:{description}", description), resolve_device(ctx.cfg.device),
                           ctx.cfg.preprocess.spacing).summary()["dice"]

@@ -32,9 +32,37 @@ from mlflow.exceptions import MlflowException
 import tl_med
 from tl_med.errors import TlMedError
 
-__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER"]
+__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER", "experiment_tags", "ui_address",
+           "VIEW_KEY"]
 
 CHALLENGER = "challenger"
+
+
+# The MLflow UI opens an experiment as training runs (not MLflow 3's GenAI overview) with this tag.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A saved runs-table view (MLflow's shared view state): the per-site figures as columns, opened by
+# ``#/experiments/<id>/runs?viewStateShareKey=<VIEW_KEY>`` (``tl-med ui`` prints that address).
+VIEW_KEY = "tlmed-sites"
+VIEW_COLUMNS = ("attributes.`Dataset`", "tags.`site`", "tags.`strategy`", "params.`n_labelled`",
+                "metrics.`adapted_dice`", "metrics.`source_only_dice`", "metrics.`scratch_dice`",
+                "metrics.`test_dice`", "metrics.`test_hd95`", "metrics.`forgetting`", "tags.`negative_transfer`")
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags every tl_med experiment carries: its kind and the saved per-site view."""
+    view = {"selectedColumns": list(VIEW_COLUMNS), "orderByKey": "attributes.start_time", "orderByAsc": False}
+    return {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(view)}
+
+
+def ui_address(base: str, experiment_id: str) -> str:
+    """The MLflow UI address of an experiment's runs table in the saved per-site view.
+
+    MLflow 3.17's UI decides between its GenAI and model-training layouts by a global toggle
+    (``workflowType``, kept in the browser) that overrides the experiment's kind tag, so the
+    address asks for the model-training layout explicitly.
+    """
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
 
 
 def registered_model_name(task: str, site: str) -> str:
@@ -94,9 +122,13 @@ class Tracker:
                                  f"{str(exc).splitlines()[0][:160]}") from None
             if exp is None:
                 location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
-                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
+                                                                    tags=experiment_tags())
             else:
                 self._experiment_id = exp.experiment_id
+                for key, value in experiment_tags().items():
+                    if exp.tags.get(key) != value:
+                        self.client.set_experiment_tag(exp.experiment_id, key, value)
         return self._experiment_id
 
     @contextmanager

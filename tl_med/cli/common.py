@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from tl_med.cli.orchestrator import prepare_prefect
+from tl_med.cli.output import emit_json, numeric_columns, out, print_table, progress_view
 from tl_med.config import PipelineConfig
 from tl_med.errors import TlMedError
 from tl_med.workspace import Workspace
 
+if TYPE_CHECKING:
+    from prefect.states import State
+
+    from tl_med.results import PipelineResult
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Per-site transfer learning for medical-image segmentation.")
-console = Console(width=max(shutil.get_terminal_size((140, 24)).columns, 140))
+console = out  # results; status lines and progress go to output.err (stderr)
 
 REPO_MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
 REPO_SITES = REPO_MANIFESTS / "sites.yaml"
@@ -30,6 +35,9 @@ SitesOpt = Annotated[Path, typer.Option("--sites", help="Site registry (sites.ya
 ProfileOpt = Annotated[str, typer.Option("--profile", help="Config preset: demo or tiny.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Pipeline config YAML "
                       "(overrides --profile).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of "
+                    "the table (schema in the README); progress still goes to stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show Prefect's per-task log lines.")]
 
 
 def load_config(profile: str, config: Path | None, seed: int | None) -> PipelineConfig:
@@ -55,33 +63,56 @@ def with_adapt(cfg: PipelineConfig, *, norm: str | None = None, **adapt: object)
         raise TlMedError(f"{'.'.join(map(str, err['loc'])) or 'adapt'}: {err['msg']}") from None
 
 
-def print_results(outcome, ws: Workspace, seconds: float) -> None:
-    from tl_med.results import HEADERS, result_rows, source_line
+def print_results(outcome: PipelineResult, ws: Workspace, seconds: float) -> None:
+    """The comparison table (stdout) and where to look next."""
+    from tl_med.results import HEADERS, NUMERIC, result_rows, source_line
 
-    console.print("\n" + source_line(outcome))
+    console.print("\n" + source_line(outcome), markup=False)
+    rows = result_rows(outcome.sites)
     table = Table(title="Per-site adaptation (test split of each target site)")
     for h in HEADERS:
-        table.add_column(h, justify="right" if "Dice" in h or h in ("gain", "forgetting") else "left",
-                         no_wrap=h in ("strategy", "model version", "MLflow run id"))
-    for row in result_rows(outcome.sites):
+        table.add_column(h, justify="right" if h in NUMERIC else "left", overflow="fold")
+    numeric_columns(table, NUMERIC, rows)
+    for row in rows:
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
     console.print("forgetting: the source site's test Dice lost by adapting; negative transfer: adapted Dice "
-                  "below source-only or from-scratch by more than adapt.negative_transfer_margin")
-    console.print(f"Finished in {seconds:.0f} s. Workspace: {ws.root}")
+                  "below source-only or from-scratch by more than adapt.negative_transfer_margin", markup=False)
+    console.print(f"Finished in {seconds:.0f} s. Workspace: {ws.root}", markup=False)
     console.print("\nExplore the runs:")
     if ws.uses_embedded_mlflow:
-        console.print(f"  MLflow UI:  tl-med ui --workspace {ws.root}   (then open http://127.0.0.1:5000)")
-        console.print(f"          or  mlflow ui --backend-store-uri {ws.tracking_uri} --host 127.0.0.1 --port 5000")
+        console.print(f"  MLflow UI:  tl-med ui --workspace {ws.root}   (then open the address it prints)", markup=False)
     else:
-        console.print(f"  MLflow UI:  {ws.tracking_uri}")
+        console.print(f"  MLflow UI:  {ws.tracking_uri}", markup=False)
     if not os.environ.get("PREFECT_API_URL"):
         console.print(f"  Prefect UI: PREFECT_HOME={ws.prefect_home} prefect server start   "
-                      "(then open http://127.0.0.1:4200)")
+                      "(then open http://127.0.0.1:4200)", markup=False)
+
+
+def _flow_run(state: State) -> dict[str, str]:
+    details = getattr(state, "state_details", None)
+    run_id = str(getattr(details, "flow_run_id", "") or "")
+    return {"id": run_id, "state": state.type.value if state.type else "", "message": state.message or ""}
+
+
+def report_outcome(outcome: PipelineResult, state: State, ws: Workspace, seconds: float, *, command: str,
+                   as_json: bool) -> None:
+    """The result of a pipeline command: the table, or one JSON document with ``--json``."""
+    if as_json:
+        from tl_med.results import result_document
+
+        emit_json(result_document(outcome, command=command, flow_run=_flow_run(state), workspace=str(ws.root),
+                                  mlflow_tracking_uri=ws.tracking_uri, seconds=round(seconds, 1)))
+        return
+    print_results(outcome, ws, seconds)
+    if state.message:
+        console.print(f"Flow run: {state.message} (see `tl-med ingest --site <name>` or the ingest "
+                      f"artifacts in the Prefect UI for why)", markup=False)
 
 
 def run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets: list[str] | None,
-                  trigger: str, pretrained: str | None = None) -> None:
+                 trigger: str, pretrained: str | None = None, *, command: str = "run", as_json: bool = False,
+                 verbose: bool = False) -> None:
     from tl_med.sites import load_sites
 
     sites = load_sites(sites_file, ws.root)  # validate names before any server or run starts
@@ -93,17 +124,13 @@ def run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets: 
     for s in [sites.source, *chosen]:
         if s.dicom_dir is not None and (not s.dicom_dir.is_dir() or not any(s.dicom_dir.rglob("*"))):
             raise TlMedError(f"site '{s.name}': DICOM folder {s.dicom_dir} is missing or empty")
-    ws.activate()
+    prepare_prefect(ws, verbose=verbose)
     from flows.pipeline import site_adaptation_pipeline  # Prefect is imported after PREFECT_HOME is set
 
     start = time.perf_counter()
-    state = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file.resolve()),
-                                     config=cfg.model_dump(mode="json"), targets=targets, trigger=trigger,
-                                     pretrained=pretrained, return_state=True)
-    outcome = state.result()  # raises the flow's error if it failed
-    print_results(outcome, ws, time.perf_counter() - start)
-    if state.message:
-        console.print(f"Flow run: {state.message} (see `tl-med ingest --site <name>` or the ingest "
-                      f"artifacts in the Prefect UI for why)", markup=False)
-
-
+    with progress_view():
+        state = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file.resolve()),
+                                         config=cfg.model_dump(mode="json"), targets=targets, trigger=trigger,
+                                         pretrained=pretrained, return_state=True)
+        outcome = state.result()  # raises the flow's error if it failed
+    report_outcome(outcome, state, ws, time.perf_counter() - start, command=command, as_json=as_json)

@@ -14,8 +14,10 @@ from tl_med.cli.common import (
     REPO_MANIFESTS,
     REPO_SITES,
     ConfigOpt,
+    JsonOpt,
     ProfileOpt,
     SitesOpt,
+    VerboseOpt,
     WorkspaceOpt,
     app,
     console,
@@ -24,6 +26,7 @@ from tl_med.cli.common import (
     run_pipeline,
     with_adapt,
 )
+from tl_med.cli.output import err, progress_view
 from tl_med.errors import TlMedError
 from tl_med.workspace import resolve_workspace
 
@@ -32,20 +35,21 @@ from tl_med.workspace import resolve_workspace
 def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data and training seed."),
          profile: ProfileOpt = "demo", config: ConfigOpt = None,
          sites: Annotated[Optional[Path], typer.Option("--sites", help="Site registry (default: "
-                          "data_manifests/sites.yaml, or sites-tiny.yaml with --profile tiny).")] = None) -> None:
+                          "data_manifests/sites.yaml, or sites-tiny.yaml with --profile tiny).")] = None,
+         as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Generate three synthetic hospital sites (DICOM) and run the whole pipeline on them."""
     from tl_med.data.synthetic import DEMO_SITES, TINY_SITES, generate_sites
 
     ws = resolve_workspace(workspace).ensure()
     marker = ws.incoming / f".generated-seed{seed}-{profile}"
     if not marker.exists():
-        console.print(f"Generating synthetic sites into {ws.incoming} ...")
+        err.print(f"Generating synthetic sites into {ws.incoming} ...", markup=False)
         for spec in DEMO_SITES:
             shutil.rmtree(ws.incoming / spec.name, ignore_errors=True)
         specs = TINY_SITES if profile == "tiny" else DEMO_SITES
         summary = generate_sites(ws.incoming, specs, seed=seed, downsample=4 if profile == "tiny" else 1)
         for name, counts in summary.items():
-            console.print(f"  {name}: {counts['studies']} studies, {counts['files']} DICOM files")
+            err.print(f"  {name}: {counts['studies']} studies, {counts['files']} DICOM files", markup=False)
         for old in ws.incoming.glob(".generated-*"):
             old.unlink()
         marker.touch()
@@ -55,16 +59,19 @@ def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data 
     for site in load_sites(registry, ws.root).sites:  # ready for `tl-med serve` to watch
         if site.inbox is not None:
             site.inbox.mkdir(parents=True, exist_ok=True)
-    run_pipeline(ws, registry, load_config(profile, config, seed), None, "manual")
+    run_pipeline(ws, registry, load_config(profile, config, seed), None, "manual", command="demo", as_json=as_json,
+                 verbose=verbose)
 
 
 @app.command()
 def run(site: Annotated[Optional[list[str]], typer.Option("--site", help="Target site(s); default: all.")] = None,
         workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
         config: ConfigOpt = None, seed: Optional[int] = None,
-        trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
+        trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag."),
+        as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Run the pipeline (ingest, preprocess, pretrain, adapt, register) on the configured sites."""
-    run_pipeline(resolve_workspace(workspace).ensure(), sites, load_config(profile, config, seed), site, trigger)
+    run_pipeline(resolve_workspace(workspace).ensure(), sites, load_config(profile, config, seed), site, trigger,
+                 command="run", as_json=as_json, verbose=verbose)
 
 
 @app.command()
@@ -81,7 +88,8 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
           norm: Annotated[Optional[str], typer.Option(help="Override network.norm (instance or batch).")] = None,
           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
           config: ConfigOpt = None, seed: Optional[int] = None,
-          trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag.")) -> None:
+          trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag."),
+          as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Adapt one site from a pretrained source with a strategy and steps; print and log the
     comparison with the source-only and from-scratch baselines (runs through the Prefect flow)."""
     from tl_med.sites import load_sites
@@ -91,7 +99,7 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
                       norm=norm)
     registry = load_sites(sites, ws.root)
     start = pretrained or f"models:/tlmed-{cfg.task}-{registry.source.name}@challenger"
-    run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start)
+    run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start, command="adapt", as_json=as_json, verbose=verbose)
 
 
 @app.command()
@@ -112,7 +120,8 @@ def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
         console.print(pulled.line(), markup=False)
         for line in pulled.failed:
             console.print(f"  not pulled (the next ingest resumes it): {line}", markup=False)
-    result = ingest_site(config, ws, task=registry.task)
+    with progress_view():
+        result = ingest_site(config, ws, task=registry.task)
     s = result.report.summary()
     console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
                   f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases; "
@@ -138,6 +147,21 @@ def ui(workspace: WorkspaceOpt = None, port: int = 5000) -> None:
     ws = resolve_workspace(workspace)
     if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
         raise TlMedError(f"no MLflow store at {ws.mlflow_db}: run `tl-med demo` first")
-    console.print(f"MLflow UI on http://127.0.0.1:{port} (store {ws.tracking_uri}); Ctrl-C to stop")
+    from tl_med.tracking import ui_address
+
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"MLflow UI on {base} (store {ws.tracking_uri}); Ctrl-C to stop", markup=False)
+    for name, exp_id in _experiments(ws):
+        console.print(f"  {name}, per-site view: {ui_address(base, exp_id)}", markup=False)
     subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ws.tracking_uri,
                     "--host", "127.0.0.1", "--port", str(port)], check=False)
+
+
+def _experiments(ws) -> list[tuple[str, str]]:
+    """(name, id) of the workspace's tl_med experiments (their saved view refreshed)."""
+    from mlflow import MlflowClient
+
+    from tl_med.tracking import Tracker
+
+    found = MlflowClient(ws.tracking_uri).search_experiments(filter_string="name LIKE 'tlmed-%'")
+    return [(e.name, Tracker(ws.tracking_uri, e.name).experiment_id) for e in found]

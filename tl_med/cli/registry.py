@@ -10,11 +10,13 @@ from rich.table import Table
 
 from tl_med.cli.common import (
     REPO_SITES,
+    JsonOpt,
     SitesOpt,
     WorkspaceOpt,
     app,
     console,
 )
+from tl_med.cli.output import emit_json, print_table
 from tl_med.errors import TlMedError
 from tl_med.workspace import resolve_workspace
 
@@ -67,29 +69,36 @@ def reject(site: Annotated[str, typer.Option("--site", help="Target site.")],
 @app.command()
 def models(site: Annotated[Optional[list[str]], typer.Option("--site", help="Site(s); default: all targets "
                                                                               "and the source.")] = None,
-           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
+           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, as_json: JsonOpt = False) -> None:
     """List each site's registered versions with metrics, aliases and decisions."""
     from tl_med.approval import list_versions
 
     client, registry = _registry_client(workspace, sites)
     names = [registry.get(s).name for s in site] if site else registry.names
+    versions = list_versions(client, registry.task, names)
+    if as_json:
+        emit_json({"schema": "tl_med.models/1", "task": registry.task,
+                   "versions": [{"site": v.site, "model": v.model, "version": v.version, "aliases": list(v.aliases),
+                                 "tags": v.tags} for v in versions]})
+        return
     table = Table(title=f"Registered site models (task {registry.task})")
     for h in ("model", "version", "aliases", "test Dice", "source-only", "from-scratch", "forgetting",
               "negative transfer", "decision", "by", "reason"):
-        table.add_column(h, no_wrap=h in ("model", "aliases"))
-    for row in list_versions(client, registry.task, names):
+        table.add_column(h, no_wrap=h not in ("reason",), overflow="fold")
+    for row in versions:
         t = row.tags
         table.add_row(row.model, row.version, ", ".join(row.aliases), t.get("test_dice", ""),
                       t.get("source_only_dice", ""), t.get("scratch_dice", ""), t.get("forgetting", ""),
                       t.get("negative_transfer", ""), t.get("decision", "") + (" (override)" if t.get(
                           "decision_override") else ""), t.get("decided_by", ""), t.get("decision_reason", ""))
-    console.print(table)
+    print_table(table)
 
 
 @app.command()
-def report(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None:
-    """Write the per-site comparison (Markdown and HTML) and log it to each site's latest parent run."""
-    from tl_med.report import comparison, to_html, to_markdown
+def report(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, as_json: JsonOpt = False) -> None:
+    """Write the per-site comparison of every candidate version (Markdown and HTML) and log it to
+    each site's latest parent run."""
+    from tl_med.report import comparison, report_document, to_html, to_markdown
 
     client, registry = _registry_client(workspace, sites)
     ws = resolve_workspace(workspace)
@@ -104,6 +113,10 @@ def report(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES) -> None
     for site in found:
         client.log_text(site.parent_run_id, md, "report/comparison.md")
         client.log_text(site.parent_run_id, page, "report/comparison.html")
+    if as_json:
+        emit_json({**report_document(found, registry.task), "files": {"markdown": str(out / "comparison.md"),
+                                                                       "html": str(out / "comparison.html")}})
+        return
     console.print(md, markup=False)
     console.print(f"written: {out / 'comparison.md'} and {out / 'comparison.html'}; logged to "
                   f"{len(found)} parent run(s)", markup=False)

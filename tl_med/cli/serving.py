@@ -11,16 +11,20 @@ import typer
 from tl_med.cli.common import (
     REPO_SITES,
     ConfigOpt,
+    JsonOpt,
     ProfileOpt,
     SitesOpt,
+    VerboseOpt,
     WorkspaceOpt,
     app,
     console,
     load_config,
     parse_steps,
-    print_results,
+    report_outcome,
     with_adapt,
 )
+from tl_med.cli.orchestrator import check_server, prepare_prefect
+from tl_med.cli.output import emit_json, progress_view
 from tl_med.config import PipelineConfig
 from tl_med.errors import TlMedError
 from tl_med.workspace import Workspace, resolve_workspace
@@ -28,17 +32,8 @@ from tl_med.workspace import Workspace, resolve_workspace
 
 def _prefect_server() -> str:
     """The configured Prefect API URL after a health check; '' when none is configured."""
-    import httpx
-
-    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
-    if not url:
-        return ""
-    try:
-        httpx.get(f"{url}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise TlMedError(f"Prefect server at {url} is not reachable ({type(exc).__name__}: {exc}); "
-                         "start it (prefect server start) or unset PREFECT_API_URL") from None
-    return url
+    url = os.environ.get("PREFECT_API_URL", "")
+    return check_server(url) if url else ""
 
 
 StrategyOpt = Annotated[Optional[str], typer.Option(help="finetune, feature_extraction or progressive "
@@ -55,7 +50,7 @@ def retrain(site: Annotated[str, typer.Option("--site", help="Target site to ret
             labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled-case budget.")] = None,
             wait: Annotated[bool, typer.Option(help="Wait for a deployment run to finish.")] = True,
             workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
-            config: ConfigOpt = None) -> None:
+            config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Retrain one site: through the ``site-retrain`` deployment when PREFECT_API_URL names a
     server (``tl-med serve`` must be running), else by running the flow here."""
     from tl_med.sites import load_sites
@@ -73,32 +68,37 @@ def retrain(site: Annotated[str, typer.Option("--site", help="Target site to ret
                                 "n_labelled": labels, "trigger": "manual"}.items() if v is not None}
     server = _prefect_server()
     if server:
-        _retrain_on_server(server, params, wait)
+        _retrain_on_server(server, params, wait, as_json)
         return
     if target.dicom_dir is not None and not target.dicom_dir.is_dir():
         raise TlMedError(f"site '{target.name}': DICOM folder {target.dicom_dir} does not exist")
-    ws.ensure().activate()
+    prepare_prefect(ws.ensure(), verbose=verbose)
     from flows.retrain import site_retrain
 
     start = time.perf_counter()
-    state = site_retrain(**params, profile=profile, config_file=str(config.resolve()) if config else None,
-                         workspace=str(ws.root), sites_file=str(sites.resolve()), return_state=True)
-    result = state.result()
+    with progress_view():
+        state = site_retrain(**params, profile=profile, config_file=str(config.resolve()) if config else None,
+                             workspace=str(ws.root), sites_file=str(sites.resolve()), return_state=True)
+        result = state.result()
     from tl_med.results import PipelineResult
 
-    print_results(PipelineResult(source=None, sites=[result], pretrained=pretrained or ""), ws,
-                   time.perf_counter() - start)
-    if state.message:
-        console.print(f"Flow run: {state.message}", markup=False)
+    outcome = PipelineResult(source=None, sites=[result], pretrained=pretrained or "")
+    report_outcome(outcome, state, ws, time.perf_counter() - start, command="retrain", as_json=as_json)
 
 
-def _retrain_on_server(server: str, params: dict, wait: bool) -> None:
+def _retrain_on_server(server: str, params: dict, wait: bool, as_json: bool) -> None:
     from flows.deploy import FULL_NAME, trigger_retrain
 
     run = trigger_retrain(params, wait=wait, server=server)
     state = run.state
-    console.print(f"flow run {run.name} ({run.id}) of {FULL_NAME}: {state.name if state else 'scheduled'}"
-                  + (f" - {state.message}" if state and state.message else ""), markup=False)
+    if as_json:
+        emit_json({"schema": "tl_med.retrain-request/1", "command": "retrain", "deployment": FULL_NAME,
+                   "prefect_flow_run": {"id": str(run.id), "name": run.name, "state": state.type.value if state else
+                                        "SCHEDULED", "message": (state.message if state else "") or ""},
+                   "parameters": params, "waited": wait})
+    else:
+        console.print(f"flow run {run.name} ({run.id}) of {FULL_NAME}: {state.name if state else 'scheduled'}"
+                      + (f" - {state.message}" if state and state.message else ""), markup=False)
     if wait and (state is None or not state.is_completed()):
         raise typer.Exit(1)
 
