@@ -77,7 +77,7 @@ def _source_manifest(workspace: str, sites_file: str, sites: SitesConfig) -> str
       on_failure=[discard_failed_run], on_crashed=[discard_failed_run], on_cancellation=[discard_failed_run])
 def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | None = None,
                  steps: list[Step] | None = None, n_labelled: int | None = None, trigger: Trigger = "manual",
-                 profile: Literal["demo", "tiny"] = "demo", config_file: str | None = None,
+                 profile: Literal["demo", "tiny", "realistic"] = "demo", config_file: str | None = None,
                  workspace: str | None = None, sites_file: str | None = None) -> SiteResult | Completed:
     """Retrain ``site`` from ``pretrained`` (a MONAI bundle, checkpoint or ``models:/`` URI; default:
     the site's ``retrain.pretrained``, else ``models:/tlmed-<task>-<source>@challenger``).

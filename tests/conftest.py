@@ -9,15 +9,16 @@ import numpy as np
 import pydicom
 import pytest
 
-from tl_med.quiet import silence_known_noise
+from tl_med.quiet import KNOWN_WARNINGS, silence_known_noise
 
 silence_known_noise()  # before MONAI is imported, as the CLI does
 
 
-@pytest.fixture(autouse=True)
-def _known_noise_silenced():
-    """Again inside each test: pytest re-enables DeprecationWarnings per test, ahead of our filters."""
-    silence_known_noise()
+def pytest_configure(config: pytest.Config) -> None:
+    """The same filters as pytest ini lines: pytest re-enables DeprecationWarnings per test and per
+    collection, ahead of filters installed earlier."""
+    for category, message, _ in KNOWN_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
 
 from tl_med.config import PipelineConfig
 from tl_med.data.synthetic import TINY_SITES, generate_sites

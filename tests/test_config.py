@@ -35,4 +35,4 @@ def test_yaml_roundtrip_and_errors_name_file_and_field(tmp_path: Path):
 
 def test_flatten_gives_dotted_params():
     flat = flatten(PipelineConfig.profile("demo").model_dump(mode="json"))
-    assert flat["adapt.lr"] == 1e-3 and flat["preprocess.spatial_size"] == "[48, 48, 48]"
+    assert flat["adapt.lr"] == 1e-3 and flat["preprocess.patch_size"] == "[48, 48, 48]"

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tl_med.config import PipelineConfig, PreprocessConfig
-from tl_med.data.transforms import cache_file
+from monai.transforms import Compose
+
+from tl_med.data.transforms import cache_file, preprocessing
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +23,7 @@ def test_preprocessing_fans_out_over_two_dask_worker_processes(prefect_server, i
     ws, _ = ingested
     base = PipelineConfig.profile("tiny")
     # a grid no other test uses, so every case is computed here rather than found in a cache
-    pre = PreprocessConfig.model_validate({**base.preprocess.model_dump(), "spatial_size": (20, 20, 20)})
+    pre = PreprocessConfig.model_validate({**base.preprocess.model_dump(), "spacing": (7.0, 7.0, 7.0)})
     cfg = PipelineConfig.model_validate({**base.model_dump(), "preprocess": pre.model_dump()})
     manifests = [str(ws.site_manifest(s)) for s in ("north", "east")]
     items = [it for m in manifests for it in manifest_items(m)]
@@ -36,4 +38,6 @@ def test_preprocessing_fans_out_over_two_dask_worker_processes(prefect_server, i
     for record, item in zip(records, items):
         assert record["cache"] == str(cache_file(item, pre, ws.cache))
         cached = torch.load(record["cache"], weights_only=False)
-        assert tuple(cached["image"].shape) == (1, 20, 20, 20)
+        expected = Compose(preprocessing(pre, None))({"image": item["image"], "label": item["label"]})
+        assert torch.allclose(torch.as_tensor(cached["image"]), torch.as_tensor(expected["image"]), atol=1e-5)
+        assert cached["image"].shape[1:] == cached["label"].shape[1:]  # whole image, image and label aligned

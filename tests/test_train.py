@@ -5,6 +5,7 @@ import pytest
 
 from tl_med.checkpoint import Checkpoint
 from tl_med.data.transforms import cached_dataset
+from tl_med.inference import window_inferer
 from tl_med.manifests import datalist
 from tl_med.models.zoo import build_network
 from tl_med.train import fit, seed_everything
@@ -13,13 +14,14 @@ from tl_med.train import fit, seed_everything
 def _train_once(ws, cfg, epochs=3, checkpoint=None, on_epoch=None):
     seed_everything(cfg.seed)
     items = datalist(ws.site_manifest("north"), "training")
-    loader = DataLoader(cached_dataset(items, cfg.preprocess, ws.cache, augment=True), batch_size=2,
-                        shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(cached_dataset(items, cfg.preprocess, ws.cache, augment=True, sample_patches=True),
+                        batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
     val = DataLoader(cached_dataset(datalist(ws.site_manifest("north"), "validation"), cfg.preprocess, ws.cache))
     model = build_network(cfg.network)
     logs = []
     result = fit(model, loader, val, torch.optim.AdamW(model.parameters(), lr=1e-2), epochs=epochs,
-                 device=torch.device("cpu"), on_epoch=on_epoch or logs.append, checkpoint=checkpoint)
+                 device=torch.device("cpu"), on_epoch=on_epoch or logs.append, checkpoint=checkpoint,
+                 infer=window_inferer(cfg.preprocess.patch_size, cfg.inference))
     return model, result, logs
 
 
@@ -40,12 +42,23 @@ def test_same_seed_same_weights_on_cpu(ingested, tiny_cfg):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
-def test_preprocessing_gives_the_configured_grid_for_every_site(ingested, tiny_cfg):
+def test_preprocessing_keeps_the_whole_image_at_the_model_spacing_and_samples_patches(ingested, tiny_cfg):
+    import nibabel as nib
+    import numpy as np
+
     ws, _ = ingested
+    pre = tiny_cfg.preprocess
     for site in ("north", "east"):
-        item = cached_dataset(datalist(ws.site_manifest(site), "test"), tiny_cfg.preprocess, ws.cache)[0]
-        assert tuple(item["image"].shape) == (1, *tiny_cfg.preprocess.spatial_size)
-        assert set(item["label"].unique().tolist()) <= {0.0, 1.0} and item["label"].sum() > 0
+        items = datalist(ws.site_manifest(site), "test")
+        whole = cached_dataset(items, pre, ws.cache)[0]
+        native = nib.load(items[0]["image"])
+        extent = np.abs(native.affine[:3, :3] @ np.array(native.shape)).round()  # mm covered per world axis
+        expected = sorted(np.round(extent / np.array(pre.spacing)).astype(int))
+        assert sorted(whole["image"].shape[1:]) == pytest.approx(expected, abs=1)  # no crop, no pad
+        assert set(whole["label"].unique().tolist()) <= {0.0, 1.0} and whole["label"].sum() > 0
+        sampled = cached_dataset(items, pre, ws.cache, sample_patches=True)[0]
+        assert len(sampled) == pre.patches_per_volume
+        assert all(tuple(p["image"].shape) == (1, *pre.patch_size) == tuple(p["label"].shape) for p in sampled)
     assert any((ws.cache).rglob("*.pt"))  # the deterministic prefix was cached on disk
 
 

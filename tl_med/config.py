@@ -4,8 +4,8 @@ Configuration is data: built once from YAML/CLI, never mutated, identified by a 
 
 Example:
     >>> cfg = PipelineConfig.profile("tiny")
-    >>> cfg.preprocess.spatial_size
-    (24, 24, 24)
+    >>> cfg.preprocess.patch_size
+    (16, 16, 16)
     >>> len(cfg.config_hash())
     12
 """
@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tl_med.errors import ConfigError
 
 __all__ = [
+    "PROFILES",
     "PreprocessConfig",
+    "InferenceConfig",
     "NetworkConfig",
     "TrainConfig",
     "AdaptConfig",
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 Baseline = Literal["source_only", "scratch"]
+# Named presets: ``demo`` (4 mm, 48³ patches: fits 10 min on 2 CPU cores), ``tiny`` (8 mm, 16³:
+# tests), ``realistic`` (1.5 x 1.5 x 2 mm, 96³ patches, a deeper UNet: for a machine with a GPU).
+PROFILES = ("demo", "tiny", "realistic")
 
 
 class FrozenModel(BaseModel):
@@ -44,11 +49,24 @@ class FrozenModel(BaseModel):
 
 
 class PreprocessConfig(FrozenModel):
-    """MONAI preprocessing: reorient to RAS, resample, normalise intensity, crop/pad."""
+    """MONAI preprocessing: reorient to RAS, resample to ``spacing``, normalise intensity. The
+    whole image is kept; training samples ``patches_per_volume`` random patches of ``patch_size``
+    per image (half centred on the label's foreground, half anywhere), and inference slides a
+    window of the same size over the whole image."""
 
     spacing: tuple[float, float, float] = (4.0, 4.0, 4.0)
-    spatial_size: tuple[int, int, int] = (48, 48, 48)
+    patch_size: tuple[int, int, int] = (48, 48, 48)
+    patches_per_volume: int = Field(1, ge=1)
     intensity: Literal["zscore", "percentile"] = "zscore"
+
+
+class InferenceConfig(FrozenModel):
+    """Whole-image sliding-window inference (``monai.inferers.SlidingWindowInferer``): windows of
+    the patch size, overlapping by ``overlap``, blended with ``mode`` weights."""
+
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    sw_batch_size: int = Field(4, ge=1)
+    mode: Literal["gaussian", "constant"] = "gaussian"
 
 
 class NetworkConfig(FrozenModel):
@@ -136,6 +154,7 @@ class PipelineConfig(FrozenModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preprocess: PreprocessConfig = PreprocessConfig()
+    inference: InferenceConfig = InferenceConfig()
     network: NetworkConfig = NetworkConfig()
     pretrain: TrainConfig = TrainConfig()
     adapt: AdaptConfig = AdaptConfig()
@@ -157,18 +176,26 @@ class PipelineConfig(FrozenModel):
 
     @classmethod
     def profile(cls, name: str, **overrides: Any) -> "PipelineConfig":
-        """Named presets: ``demo`` (48³, fits 10 min on 2 CPU cores) and ``tiny`` (tests)."""
+        """Named presets (see :data:`PROFILES`)."""
         if name == "demo":
             base = cls()
         elif name == "tiny":
             base = cls(
-                preprocess=PreprocessConfig(spacing=(8.0, 8.0, 8.0), spatial_size=(24, 24, 24)),
+                preprocess=PreprocessConfig(spacing=(8.0, 8.0, 8.0), patch_size=(16, 16, 16), patches_per_volume=2),
                 network=NetworkConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=0),
                 pretrain=TrainConfig(epochs=2, batch_size=2),
                 adapt=AdaptConfig(epochs=2, batch_size=2),
             )
+        elif name == "realistic":
+            base = cls(
+                preprocess=PreprocessConfig(spacing=(1.5, 1.5, 2.0), patch_size=(96, 96, 96), patches_per_volume=2),
+                network=NetworkConfig(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2),
+                pretrain=TrainConfig(epochs=300, batch_size=2, lr=1e-3),
+                adapt=AdaptConfig(epochs=150, batch_size=2, lr=3e-4),
+                inference=InferenceConfig(overlap=0.5, sw_batch_size=4),
+            )
         else:
-            raise ConfigError(f"unknown profile '{name}' (known: demo, tiny)")
+            raise ConfigError(f"unknown profile '{name}' (known: {', '.join(PROFILES)})")
         return base.model_copy(update=overrides) if overrides else base
 
     def config_hash(self) -> str:

@@ -1,4 +1,6 @@
-"""Test-split evaluation with MONAI metrics: Dice and HD95 per case and their means.
+"""Metrics with MONAI: Dice and HD95 per case and their means (the test split is scored on each
+image's own grid by :func:`tl_med.inference.evaluate_native`; validation during training on the
+preprocessed grid by :func:`dice_per_case`).
 
 Example:
     >>> summary = CaseMetrics(case_ids=["a", "b"], dice=[0.8, 0.6], hd95=[3.0, 5.0]).summary()
@@ -11,14 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 
-__all__ = ["CaseMetrics", "evaluate_cases", "dice_per_case"]
+__all__ = ["CaseMetrics", "case_scores", "dice_per_case", "Infer"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,14 @@ class CaseMetrics:
         return buf.getvalue()
 
 
-def _predict(model: torch.nn.Module, batch: dict, device: torch.device,
-             n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+Infer = Callable[[torch.Tensor, torch.nn.Module], torch.Tensor]
+
+
+def _predict(model: torch.nn.Module, batch: dict, device: torch.device, n_classes: int,
+             infer: Infer) -> tuple[torch.Tensor, torch.Tensor]:
     """One-hot prediction (argmax over classes) and one-hot ground truth of a batch."""
     image, label = batch["image"].to(device), batch["label"].to(device).long()
-    return one_hot(model(image).argmax(dim=1, keepdim=True), n_classes), one_hot(label, n_classes)
+    return one_hot(infer(image, model).argmax(dim=1, keepdim=True), n_classes), one_hot(label, n_classes)
 
 
 def _dice_metric() -> DiceMetric:
@@ -57,29 +63,22 @@ def _dice_metric() -> DiceMetric:
 
 @torch.no_grad()
 def dice_per_case(model: torch.nn.Module, loader: Iterable[dict], device: torch.device,
-                  n_classes: int = 2) -> list[float]:
-    """Foreground Dice of each case of ``loader`` (validation during training)."""
+                  n_classes: int = 2, *, infer: Infer) -> list[float]:
+    """Foreground Dice of each case of ``loader`` (validation during training: whole preprocessed
+    images through ``infer``, e.g. a sliding window)."""
     model.eval()
     dice = _dice_metric()
     scores: list[float] = []
     for batch in loader:
-        scores.extend(dice(*_predict(model, batch, device, n_classes)).mean(dim=1).cpu().tolist())
+        scores.extend(dice(*_predict(model, batch, device, n_classes, infer)).mean(dim=1).cpu().tolist())
     return scores
 
 
-@torch.no_grad()
-def evaluate_cases(model: torch.nn.Module, loader: Iterable[dict], device: torch.device,
-                   spacing: tuple[float, float, float], n_classes: int = 2) -> CaseMetrics:
-    """Per-case foreground Dice and HD95 (mm, on the preprocessed grid) of ``model`` on ``loader``."""
-    model.eval().to(device)
-    dice = _dice_metric()
+def case_scores(pred: np.ndarray, label: np.ndarray, n_classes: int,
+                spacing: tuple[float, ...]) -> tuple[float, float]:
+    """Mean foreground Dice and HD95 (mm, with this voxel ``spacing``) of one case's label maps."""
+    p = one_hot(torch.as_tensor(pred, dtype=torch.long)[None, None], n_classes)
+    t = one_hot(torch.as_tensor(label, dtype=torch.long)[None, None], n_classes)
+    dice = float(_dice_metric()(p, t).mean())
     hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
-    ids: list[str] = []
-    d_all: list[float] = []
-    h_all: list[float] = []
-    for batch in loader:
-        pred, truth = _predict(model, batch, device, n_classes)
-        d_all.extend(dice(pred, truth).mean(dim=1).cpu().tolist())
-        h_all.extend(hd(pred, truth, spacing=list(spacing)).mean(dim=1).cpu().tolist())
-        ids.extend(batch["case_id"])
-    return CaseMetrics(case_ids=ids, dice=d_all, hd95=h_all)
+    return dice, float(hd(p, t, spacing=list(spacing)).mean())

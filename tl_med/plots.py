@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tl_med.train import EpochLog  # noqa: E402
 
-__all__ = ["learning_curve", "overlays"]
+__all__ = ["learning_curve", "overlays", "to_ras"]
 
 
 def learning_curve(history: list[EpochLog], title: str) -> plt.Figure:
@@ -36,22 +36,23 @@ def _radiological(plane):
     return np.fliplr(np.rot90(plane))
 
 
-def overlays(model, loader, device, n_cases: int = 3) -> plt.Figure:
-    """Sample overlays: for ``n_cases`` test cases, three axial slices through the liver with the
-    image, the ground-truth contour (green) and the predicted contour (red)."""
-    import numpy as np
-    import torch
+def to_ras(array, affine):
+    """``array`` with its axes permuted and flipped to RAS (no resampling), as nibabel's
+    ``as_closest_canonical`` does."""
+    import nibabel as nib
 
-    model.eval().to(device)
-    rows = []
-    with torch.no_grad():
-        for batch in loader:
-            pred = model(batch["image"].to(device)).argmax(dim=1).cpu().numpy()
-            for i in range(pred.shape[0]):
-                rows.append((batch["case_id"][i], batch["image"][i, 0].numpy(), batch["label"][i, 0].numpy(), pred[i]))
-            if len(rows) >= n_cases:
-                break
-    fig, axes = plt.subplots(max(len(rows), 1), 3, figsize=(7.5, 2.6 * max(len(rows), 1)), dpi=100, squeeze=False)
+    return nib.orientations.apply_orientation(array, nib.orientations.io_orientation(affine))
+
+
+def overlays(rows, n_cases: int = 3) -> plt.Figure:
+    """Sample overlays: for up to ``n_cases`` of ``rows`` (case id, image, label, predicted mask,
+    affine; on the image's own grid), three axial slices through the liver with the image, the
+    ground-truth contour (green) and the predicted contour (red)."""
+    import numpy as np
+
+    rows = [(case, *(to_ras(a, affine) for a in (image, label, pred))) for case, image, label, pred, affine in rows]
+    fig, axes = plt.subplots(max(len(rows[:n_cases]), 1), 3, figsize=(7.5, 2.6 * max(len(rows[:n_cases]), 1)),
+                             dpi=100, squeeze=False)
     for r, (case, image, label, pred) in enumerate(rows[:n_cases]):
         z = np.nonzero((label > 0).any(axis=(0, 1)))[0]
         lo, hi = (int(z.min()), int(z.max())) if z.size else (0, image.shape[2] - 1)
@@ -65,7 +66,7 @@ def overlays(model, loader, device, n_cases: int = 3) -> plt.Figure:
                 ax.contour(_radiological(pred[:, :, k] > 0), levels=[0.5], colors="red", linewidths=1)
             ax.set_title(f"{case} z={k}", fontsize=7)
             ax.axis("off")
-    fig.suptitle("ground truth (green) vs prediction (red); radiological view: patient right on the left, "
-                 "anterior up", fontsize=8)
+    fig.suptitle("ground truth (green) vs prediction (red), on the acquired grid; radiological view: patient "
+                 "right on the left, anterior up", fontsize=8)
     fig.tight_layout()
     return fig

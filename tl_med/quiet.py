@@ -17,17 +17,19 @@ import warnings
 
 __all__ = ["silence_known_noise", "KNOWN_WARNINGS", "QUIET_LOGGERS", "QUIET_ENV"]
 
-# (category, message regex, why it is harmless)
+# (category, message regex, why it is harmless); regexes avoid ':' so pytest's ini filters can carry them
 KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     # MONAI's LoadImage registers every reader it knows, including the GPU-only nvImageCodec
     # DICOM reader, even when told to use NibabelReader; tl_med reads NIfTI only.
-    (UserWarning, r"NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register",
+    (UserWarning, r"NvImgCodecPydicomReader. nvImageCodec decoder plugin did not register",
      "GPU DICOM decoder absent; NIfTI is read with nibabel"),
     # MONAI's own HausdorffDistanceMetric passes a deprecated argument to get_mask_edges.
-    (FutureWarning, r"monai\.metrics\.utils get_mask_edges:always_return_as_numpy",
+    (FutureWarning, r"monai\.metrics\.utils get_mask_edges.always_return_as_numpy",
      "internal to MONAI's HD95 metric"),
     # MLflow's SQL store configures SQLAlchemy mappers that use a loader strategy SQLAlchemy 2.1 deprecates.
     (DeprecationWarning, r"The ``noload`` loader strategy is deprecated", "inside MLflow's tracking store"),
+    # pytorch-ignite (MONAI's engines, bundles) imports torch.distributed.optim, which scripts its optimizers.
+    (DeprecationWarning, r"`torch\.jit\.(script|interface)` is deprecated", "torch.distributed.optim via ignite"),
     # Prefect's server column types, once SQLAlchemy 2.1 configures mappers in the same process.
     (DeprecationWarning, r"Type object <class 'prefect\.server\.utilities\.database\.",
      "inside Prefect's server models"),

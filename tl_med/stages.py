@@ -30,12 +30,14 @@ from tl_med.config import PipelineConfig, TrainConfig, flatten
 from tl_med.data.loaders import loader_factory
 from tl_med.data.transforms import cached_dataset
 from tl_med.errors import InputError
-from tl_med.evaluate import CaseMetrics, evaluate_cases
-from tl_med.manifests import datalist, manifest_hash
+from tl_med.evaluate import CaseMetrics, Infer
+from tl_med.inference import Predictor, evaluate_native, window_inferer
+from tl_med.manifests import datalist, load_manifest, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
+from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import build_network, resolve_device
 from tl_med.plots import learning_curve, overlays
-from tl_med.progress import activity, track
+from tl_med.progress import activity
 from tl_med.tracking import Tracker, code_version, registered_model_name
 from tl_med.train import EpochLog, FitResult, fit, seed_everything
 from tl_med.workspace import Workspace
@@ -184,33 +186,38 @@ def _checkpoints(ctx: StageContext, *identity: str) -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _infer(ctx: StageContext) -> Infer:
+    """Whole preprocessed images through a sliding window of the patch size (validation, pseudo-labels)."""
+    return window_inferer(ctx.cfg.preprocess.patch_size, ctx.cfg.inference)
+
+
 def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
            optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, checkpoint: Checkpoint) -> FitResult:
     val = _loader(ctx, splits["validation"], train=False) if splits["validation"] else None
     with _training(ctx.tracker, run_id, epochs) as on_epoch:
         result = fit(model, _loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
-                     epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch, checkpoint=checkpoint)
+                     epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch, checkpoint=checkpoint,
+                     infer=_infer(ctx))
     _log_fit(ctx.tracker, run_id, result)
     return result
 
 
-def _log_overlays(ctx: StageContext, run_id: str, model: torch.nn.Module, loader: DataLoader) -> None:
-    fig = overlays(model, loader, resolve_device(ctx.cfg.device))
+def _spec(ctx: StageContext, site: str, manifest_path: Path, landmarks: tuple[float, ...] | None = None) -> ModelSpec:
+    """How a model trained for ``site`` on this manifest's data is applied (see tl_med.models.spec)."""
+    manifest = load_manifest(manifest_path)
+    return ModelSpec.from_config(ctx.cfg, task=ctx.cfg.task, site=site, modality=manifest.modality.get("0", "?"),
+                                 labels=dict(manifest.labels), landmarks=landmarks)
+
+
+def _evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict], spec: ModelSpec) -> CaseMetrics:
+    """Test metrics on each image's own grid (whole-image inference, inverted to the acquired
+    grid); logged as ``test_dice``/``test_hd95`` with a per-case CSV and overlays."""
+    name = ctx.tracker.client.get_run(run_id).info.run_name
+    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
+    metrics, shown = evaluate_native(predictor, items, f"evaluate {name}", f"eval:{run_id}")
+    fig = overlays(shown)
     ctx.tracker.log_figure(run_id, fig, "plots/overlays.png")
     plt.close(fig)
-
-
-def _cases(loader: DataLoader, key: str, description: str):
-    """``loader`` with one progress step per case (evaluation)."""
-    return track(loader, key, description, total=len(loader.dataset), unit="cases")
-
-
-def _evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict]) -> CaseMetrics:
-    loader = _loader(ctx, items, train=False)
-    name = ctx.tracker.client.get_run(run_id).info.run_name
-    metrics = evaluate_cases(model, _cases(loader, f"eval:{run_id}", f"evaluate {name}"),
-                             resolve_device(ctx.cfg.device), ctx.cfg.preprocess.spacing)
-    _log_overlays(ctx, run_id, model, loader)
     s = metrics.summary()
     ctx.tracker.log_metrics(run_id, {"test_dice": s["dice"], "test_hd95": s["hd95"]})
     ctx.tracker.log_text(run_id, metrics.to_csv(), "metrics/test_per_case.csv")
@@ -218,7 +225,7 @@ def _evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: lis
 
 
 def _input_example(ctx: StageContext) -> np.ndarray:
-    return np.zeros((2, 1, *ctx.cfg.preprocess.spatial_size), dtype=np.float32)
+    return np.zeros((2, 1, *ctx.cfg.preprocess.patch_size), dtype=np.float32)
 
 
 def _optimizer(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -240,12 +247,15 @@ def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> Pretra
         _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}], tc.lr,
                                                       tc.weight_decay), tc.epochs, tc.batch_size,
                Checkpoint(ckpt / "train.pt"))
-        test = _evaluate(ctx, run_id, model, splits["test"]).summary()
+        spec = _spec(ctx, site, manifest_path)
+        test = _evaluate(ctx, run_id, model, splits["test"], spec).summary()
         weights_uri = ctx.tracker.log_state_dict(run_id, model)
+        package = ctx.tracker.log_package(run_id, model, spec)
         model_uri = ctx.tracker.log_model(run_id, model, _input_example(ctx))
         version = ctx.tracker.register(
             model_uri, name, run_id, tags={"test_dice": f"{test['dice']:.4f}", "site": site,
-                                           "manifest_sha256": manifest_hash(manifest_path)},
+                                           "manifest_sha256": manifest_hash(manifest_path), "package": package,
+                                           "modality": spec.modality},
             description=f"Source model for {site}: test Dice {test['dice']:.3f} on {len(splits['test'])} cases.")
     return PretrainResult(site, run_id, weights_uri, name, version, test["dice"], _finite(test["hd95"]),
                           len(splits["training"]), len(splits["test"]))
@@ -301,6 +311,8 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     tracker, device = ctx.tracker, resolve_device(ctx.cfg.device)
     data = _adapt_data(ctx, manifest_path, splits, source_manifest)
     source_test = datalist(source_manifest, "test") if source_manifest else []
+    target_spec = _spec(ctx, site, manifest_path)
+    source_spec = _spec(ctx, load_manifest(source_manifest).name, source_manifest) if source_manifest else None
     with _checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained) as ckpt, \
             tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
                                                     pretrained_source=pretrained)) as parent:
@@ -310,9 +322,10 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
         with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
             model = build_network(ctx.cfg.network)
             transfer_weights(model, state)
-            source_only_m = _evaluate(ctx, run_id, model, splits["test"]).summary()
+            source_only_m = _evaluate(ctx, run_id, model, splits["test"], target_spec).summary()
             source_only = source_only_m["dice"]
-            source_before = _dice_on(ctx, model, source_test, f"forgetting {site}: source test split before adapting")
+            source_before = _dice_on(ctx, model, source_test, source_spec,
+                                     f"forgetting {site}: source test split before adapting")
         scratch, scratch_hd95 = None, None
         if "scratch" in ctx.cfg.baselines and splits["training"]:
             run_name, tags = _child(ctx, site, manifest_path, "scratch", "none")
@@ -324,7 +337,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                 _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}],
                                                               ctx.cfg.pretrain.lr, ac.weight_decay),
                        ac.epochs, ac.batch_size, Checkpoint(ckpt / "scratch.pt"))
-                scratch_m = _evaluate(ctx, run_id, model, splits["test"]).summary()
+                scratch_m = _evaluate(ctx, run_id, model, splits["test"], target_spec).summary()
                 scratch, scratch_hd95 = scratch_m["dice"], _finite(scratch_m["hd95"])
         run_name, tags = _child(ctx, site, manifest_path, label, pretrained)
         with tracker.run(run_name, tags=tags, parent_run_id=parent) as adapted_run:
@@ -338,18 +351,14 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                              "transfer/weights_report.json")
             with _training(tracker, adapted_run, _adapt_epochs(ac, len(splits["training"]))) as on_epoch:
                 outcome = adapt_model(model, state, ac, data, _loaders(ctx), device, on_epoch=on_epoch,
-                                      checkpoints=ckpt / "adapted")
+                                      checkpoints=ckpt / "adapted", infer=_infer(ctx))
             tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
             if outcome.fit is not None:
                 _log_fit(tracker, adapted_run, outcome.fit)
-            test_loader = _loaders(ctx)(splits["test"], train=False, landmarks=outcome.landmarks)
-            metrics = evaluate_cases(model, _cases(test_loader, f"eval:{adapted_run}", f"evaluate {run_name}"),
-                                     device, ctx.cfg.preprocess.spacing)
-            _log_overlays(ctx, adapted_run, model, test_loader)
-            adapted = metrics.summary()
-            tracker.log_metrics(adapted_run, {"test_dice": adapted["dice"], "test_hd95": adapted["hd95"]})
-            tracker.log_text(adapted_run, metrics.to_csv(), "metrics/test_per_case.csv")
-            source_after = _dice_on(ctx, model, source_test, f"forgetting {site}: source test split after adapting")
+            adapted_spec = _spec(ctx, site, manifest_path, outcome.landmarks)
+            adapted = _evaluate(ctx, adapted_run, model, splits["test"], adapted_spec).summary()
+            source_after = _dice_on(ctx, model, source_test, source_spec,
+                                    f"forgetting {site}: source test split after adapting")
             forgetting = None if source_before is None or source_after is None else source_before - source_after
             negative = _negative_transfer(adapted["dice"], source_only, scratch, ac.negative_transfer_margin)
             tracker.log_metrics(adapted_run, {"source_only_dice": source_only, "scratch_dice": scratch,
@@ -358,6 +367,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
             tracker.set_tags(adapted_run, {"negative_transfer": "true" if negative else "false",
                                            **({"negative_transfer_reason": negative} if negative else {})})
             tracker.log_state_dict(adapted_run, model)
+            package = tracker.log_package(adapted_run, model, adapted_spec)
             model_uri = tracker.log_model(adapted_run, model, _input_example(ctx))
         tracker.log_metrics(parent, {"source_only_dice": source_only, "scratch_dice": scratch,
                                      "adapted_dice": adapted["dice"], "gain": adapted["dice"] - source_only,
@@ -376,6 +386,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                   "negative_transfer": "true" if negative else "false",
                   "strategy": label, "site": site, "manifest_sha256": manifest_hash(manifest_path),
                   "parent_run_id": parent, "harmonised": "true" if outcome.landmarks else "false",
+                  "package": package, "modality": adapted_spec.modality,
                   "champion_version": champion[0] if champion else "",
                   "champion_test_dice": f"{champion[1]:.4f}" if champion else ""},
             description=(f"{label} from {pretrained} on {len(splits['training'])} labelled cases. "
@@ -430,10 +441,11 @@ def _summary_markdown(site: str, label: str, n_labelled: int, n_test: int, sourc
     return "\n".join(lines) + "\n"
 
 
-def _dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict], description: str) -> float | None:
-    """Mean test Dice of ``model`` on ``items`` (the source test split, for forgetting)."""
-    if not items:
+def _dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict], spec: ModelSpec | None,
+             description: str) -> float | None:
+    """Mean test Dice of ``model`` on ``items`` (the source test split, for forgetting), on the
+    images' own grids."""
+    if not items or spec is None:
         return None
-    loader = _loaders(ctx)(items, train=False)
-    return evaluate_cases(model, _cases(loader, f"eval:{description}", description), resolve_device(ctx.cfg.device),
-                          ctx.cfg.preprocess.spacing).summary()["dice"]
+    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
+    return evaluate_native(predictor, items, description)[0].summary()["dice"]

@@ -199,6 +199,22 @@ class Tracker:
                                                         tracking_uri=self.tracking_uri)
             return torch.load(Path(local) / "state_dict.pth", map_location="cpu", weights_only=True)
 
+    def log_package(self, run_id: str, model: torch.nn.Module, spec: Any) -> str:
+        """Log the self-contained model package (spec + weights; :mod:`tl_med.models.spec`) as
+        the artifact folder ``package/``; returns its ``runs:/`` URI."""
+        from tl_med.models.spec import save_package
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_package(Path(tmp), model, spec)
+            self.client.log_artifacts(run_id, tmp, "package")
+        return f"runs:/{run_id}/package"
+
+    def download(self, uri: str, dst: Path) -> Path:
+        """Download an artifact folder (``runs:/<id>/<path>``) into ``dst``; the local folder."""
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                        tracking_uri=self.tracking_uri))
+
     def log_model(self, run_id: str, model: torch.nn.Module, input_example: np.ndarray) -> str:
         """Log the network for inference (pt2 format, signature from ``input_example``)."""
         with _fluent_uri(self.tracking_uri), mlflow.start_run(run_id=run_id, nested=True):

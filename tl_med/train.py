@@ -21,7 +21,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from tl_med.checkpoint import Checkpoint
-from tl_med.evaluate import dice_per_case
+from tl_med.evaluate import Infer, dice_per_case
 from tl_med.progress import note
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,22 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
         before_epoch: Callable[[int], None] | None = None,
         on_epoch: Callable[[EpochLog], None] | None = None,
         extra_losses: Sequence[Callable[[torch.nn.Module], torch.Tensor]] = (),
-        checkpoint: Checkpoint | None = None) -> FitResult:
+        checkpoint: Checkpoint | None = None, infer: Infer | None = None) -> FitResult:
     """Train for ``epochs``; keep the weights of the best validation Dice (or the last epoch).
 
     ``extra_losses`` are added to the segmentation loss at every step, after the labelled forward
-    pass (regularisers such as L2-SP/EWC, alignment losses such as CORAL).
+    pass (regularisers such as L2-SP/EWC, alignment losses such as CORAL). Validation predicts
+    each whole validation image with ``infer`` (a sliding window of the training patch size;
+    required with a ``val_loader``: whole images rarely fit a network's strides), so its Dice is
+    measured on the preprocessed grid.
 
     With a ``checkpoint``, the state is saved after every epoch and a fit that finds one resumes
     after its last epoch (the history so far is replayed to ``on_epoch``, so a new tracking run
     gets the whole curve). On CPU the resumed result equals an uninterrupted one. The caller
     removes the checkpoint once the work that needed it is safely recorded.
     """
+    if val_loader is not None and infer is None:
+        raise ValueError("validation on whole images needs infer= (e.g. tl_med.inference.window_inferer)")
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     result = FitResult()
     model.to(device)
@@ -88,7 +93,7 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
             optimizer.step()
             total += float(loss.detach())
             steps += 1
-        val = dice_per_case(model, val_loader, device) if val_loader is not None else []
+        val = dice_per_case(model, val_loader, device, infer=infer) if val_loader is not None and infer else []
         val_dice = sum(val) / len(val) if val else None
         log = EpochLog(epoch, total / max(steps, 1), val_dice, time.perf_counter() - start)
         result.history.append(log)

@@ -8,7 +8,7 @@ It knows nothing about MLflow or Prefect: data come in as item lists and a loade
 progress goes out through ``on_epoch``.
 
 Example:
-    >>> # outcome = adapt_model(model, pretrained_state, cfg.adapt, data, loaders, device)
+    >>> # outcome = adapt_model(model, pretrained_state, cfg.adapt, data, loaders, device, infer=window)
     >>> # outcome.info["steps"] -> ["harmonise", "adabn"]
 """
 
@@ -30,6 +30,7 @@ from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
 from tl_med.checkpoint import Checkpoint
 from tl_med.config import AdaptConfig
 from tl_med.data.harmonise import fit_landmarks
+from tl_med.evaluate import Infer
 from tl_med.train import EpochLog, FitResult, fit
 
 __all__ = ["AdaptData", "AdaptOutcome", "Loaders", "adapt_model", "source_landmarks"]
@@ -50,7 +51,8 @@ class Loaders(Protocol):
     """Builds a DataLoader over items; ``harmonised`` applies the source landmarks (if any)."""
 
     def __call__(self, items: list[dict], *, train: bool, batch_size: int = 1,
-                 landmarks: tuple[float, ...] | None = None, extra: list[dict] | None = None) -> DataLoader:
+                 landmarks: tuple[float, ...] | None = None, extra: list[dict] | None = None,
+                 patches: bool | None = None) -> DataLoader:
         ...
 
 
@@ -86,7 +88,7 @@ def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: A
     if cfg.l2sp > 0:
         losses.append(L2SP(reference, cfg.l2sp))
     if cfg.ewc > 0:
-        fisher = fisher_diagonal(model, loaders(data.source_train, train=False), device)
+        fisher = fisher_diagonal(model, loaders(data.source_train, train=False, patches=True), device)
         losses.append(EWC(reference, fisher, cfg.ewc))
         info["ewc_fisher_batches"] = len(data.source_train)
     if "coral" in cfg.steps:
@@ -99,7 +101,7 @@ def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: A
 
 
 def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: AdaptConfig, data: AdaptData,
-                loaders: Loaders, device: torch.device,
+                loaders: Loaders, device: torch.device, *, infer: Infer,
                 on_epoch: Callable[[EpochLog], None] | None = None,
                 checkpoints: Path | None = None) -> AdaptOutcome:
     """Adapt ``model`` (already holding the pretrained ``state``) to the target site, in place.
@@ -107,7 +109,8 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
     With ``checkpoints`` (a folder), each training loop saves a checkpoint per epoch there and a
     rerun resumes from it (the self-training round repeats its deterministic pseudo-labelling).
     CORAL's target batches restart from the first on resume, so that step resumes without the
-    bit-for-bit guarantee.
+    bit-for-bit guarantee. ``infer`` predicts whole images (validation, pseudo-labels): a sliding
+    window of the training patch size.
     """
     info: dict[str, Any] = {"strategy": cfg.strategy, "steps": list(cfg.steps),
                             "n_labelled": len(data.labelled), "n_unlabelled": len(data.unlabelled)}
@@ -125,7 +128,7 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
                                   extra=extra),
                    validation, optimizer, epochs=epochs, device=device,
                    before_epoch=lambda e: strategy.on_epoch_start(e, model), on_epoch=on_epoch,
-                   extra_losses=losses,
+                   extra_losses=losses, infer=infer,
                    checkpoint=Checkpoint(checkpoints / f"{phase}.pt") if checkpoints is not None else None)
 
     try:
@@ -133,7 +136,7 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
             result = train(cfg.epochs)
         if "self_training" in cfg.steps:
             pseudo = pseudo_labels(model, loaders(data.unlabelled, train=False, landmarks=landmarks), device,
-                                   cfg.pseudo_threshold)
+                                   cfg.pseudo_threshold, infer=infer)
             info["pseudo_labelled"] = len(pseudo)
             if pseudo:
                 result = train(max(1, cfg.epochs // 2), extra=pseudo, phase="self_training")
@@ -143,7 +146,7 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
                 loss.close()
     if "adabn" in cfg.steps:
         info["adabn_layers"] = adabn(model, loaders(_target_images(data), train=False, batch_size=cfg.batch_size,
-                                                    landmarks=landmarks), device)
+                                                    landmarks=landmarks, patches=True), device)
     if "tent" in cfg.steps:
         entropy = tent(model, loaders(_target_images(data), train=True, batch_size=cfg.batch_size,
                                       landmarks=landmarks), device, steps=cfg.tent_steps, lr=cfg.tent_lr)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -127,12 +127,13 @@ class CoralLoss:
 
 @torch.no_grad()
 def pseudo_labels(model: torch.nn.Module, loader: Iterable[dict], device: torch.device,
-                  threshold: float) -> list[dict]:
-    """Preprocessed ``{image, label, case_id}`` items for the confident unlabelled cases."""
+                  threshold: float, *, infer: Callable[[torch.Tensor, torch.nn.Module], torch.Tensor]) -> list[dict]:
+    """Preprocessed ``{image, label, case_id}`` items for the confident unlabelled cases (whole
+    images predicted with ``infer``, e.g. a sliding window)."""
     model.to(device).eval()
     kept = []
     for batch in loader:
-        probs = torch.softmax(model(batch["image"].to(device)), dim=1)
+        probs = torch.softmax(infer(batch["image"].to(device), model), dim=1)
         conf, label = probs.max(dim=1, keepdim=True)
         for i in range(label.shape[0]):
             fg = label[i] > 0

@@ -32,7 +32,8 @@ REPO_SITES = REPO_MANIFESTS / "sites.yaml"
 WorkspaceOpt = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace root "
                          "(default: $TL_MED_HOME or ./tlmed-workspace).")]
 SitesOpt = Annotated[Path, typer.Option("--sites", help="Site registry (sites.yaml).")]
-ProfileOpt = Annotated[str, typer.Option("--profile", help="Config preset: demo or tiny.")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help="Config preset: demo (4 mm, 2 CPU cores), tiny "
+                        "(tests) or realistic (1.5-2 mm, 96³ patches: a GPU).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Pipeline config YAML "
                       "(overrides --profile).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of "

@@ -1,0 +1,109 @@
+"""Whole-image inference on the image as acquired, and the metrics a radiologist would see.
+
+:class:`Predictor` applies a network with its :class:`~tl_med.models.spec.ModelSpec` the way the
+MONAI model zoo does: the preprocessing chain (RAS, the model's spacing, intensity; no crop), a
+``SlidingWindowInferer`` over the whole image, softmax, then ``Invertd`` (linear interpolation of
+the probabilities) back onto the input's own grid, then argmax. :func:`evaluate_native` scores
+those masks against the labels on the image's own grid: the test Dice and HD95 the pipeline
+reports and the approval gate uses.
+
+Example:
+    >>> # predictor = Predictor(model, spec, torch.device("cpu"))
+    >>> # mask = predictor.predict("case.nii.gz").mask      # on case.nii.gz's own voxel grid
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Compose, EnsureChannelFirstd, Invertd
+
+from tl_med.config import InferenceConfig
+from tl_med.data.transforms import preprocessing
+from tl_med.evaluate import CaseMetrics, case_scores
+from tl_med.models.spec import ModelSpec
+from tl_med.progress import track
+
+__all__ = ["Prediction", "Predictor", "window_inferer", "evaluate_native", "voxel_spacing"]
+
+
+def window_inferer(patch_size: tuple[int, ...], cfg: InferenceConfig) -> SlidingWindowInferer:
+    """Windows of the training patch size over the whole (preprocessed) image; edges replicated."""
+    return SlidingWindowInferer(roi_size=patch_size, sw_batch_size=cfg.sw_batch_size, overlap=cfg.overlap,
+                                mode=cfg.mode, padding_mode="replicate")
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, ...]:
+    """Voxel size (mm) along each array axis of an image with this affine."""
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Label values (``uint8``) on the input's own voxel grid, and that grid's RAS affine."""
+
+    mask: np.ndarray
+    affine: np.ndarray
+
+
+class Predictor:
+    """A network and its spec, applied to whole images (NIfTI paths or in-memory volumes)."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: torch.device) -> None:
+        self.model, self.spec, self.device = model, spec, device
+        self.window = window_inferer(spec.preprocess.patch_size, spec.inference)
+        chain = preprocessing(spec.preprocess, spec.landmarks, keys=("image",), track_meta=True)
+        self.from_file = Compose(chain)
+        # an in-memory volume (a DICOM series read by tl_med.dicom_input) starts as a MetaTensor
+        self.from_array = Compose([EnsureChannelFirstd(keys="image", channel_dim="no_channel"), *chain[2:]])
+
+    @torch.no_grad()
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Sliding-window logits of a preprocessed image (channel first, no batch axis)."""
+        self.model.eval().to(self.device)
+        return self.window(image[None].to(self.device), self.model)[0].float().cpu()
+
+    def predict(self, image: str | Path | tuple[np.ndarray, np.ndarray]) -> Prediction:
+        """Masks for a NIfTI file, or for ``(array, RAS affine)``, on that image's own grid."""
+        if isinstance(image, (str, Path)):
+            data = self.from_file({"image": str(image)})
+        else:
+            array, affine = image
+            data = self.from_array({"image": MetaTensor(torch.as_tensor(np.asarray(array, dtype=np.float32)),
+                                                        affine=torch.as_tensor(affine, dtype=torch.float64))})
+        probs = torch.softmax(self.logits(data["image"]), dim=0)
+        data["pred"] = MetaTensor(probs, meta=dict(data["image"].meta))  # the preprocessed grid's meta
+        inverted = Invertd(keys="pred", transform=self.from_file if isinstance(image, (str, Path)) else self.from_array,
+                           orig_keys="image", nearest_interp=False, to_tensor=True)(data)["pred"]
+        mask = torch.argmax(inverted, dim=0).numpy().astype(np.uint8)
+        return Prediction(mask=mask, affine=np.asarray(inverted.affine, dtype=np.float64))
+
+
+def evaluate_native(predictor: Predictor, items: Iterable[dict], description: str = "",
+                    key: str = "") -> tuple[CaseMetrics, list[tuple]]:
+    """Per-case Dice and HD95 (mm) of ``predictor`` on labelled manifest ``items``, each on the
+    image's own grid (labels as ingested, never resampled); also (case, image, label, mask,
+    affine) of the first three cases, for the overlays."""
+    items = list(items)
+    ids, dice, hd95, shown = [], [], [], []
+    for item in track(items, key or f"eval:{description}", description, unit="cases"):
+        pred = predictor.predict(item["image"])
+        label_img = nib.load(item["label"])
+        label = np.rint(np.asanyarray(label_img.dataobj)).astype(np.int64)
+        if label.shape != pred.mask.shape:
+            raise ValueError(f"case {item['case_id']}: prediction {pred.mask.shape} and label {label.shape} differ")
+        d, h = case_scores(pred.mask, label, predictor.spec.n_classes, voxel_spacing(label_img.affine))
+        ids.append(item["case_id"])
+        dice.append(d)
+        hd95.append(h)
+        if len(shown) < 3:
+            shown.append((item["case_id"], np.asanyarray(nib.load(item["image"]).dataobj, dtype=np.float32),
+                          label, pred.mask, label_img.affine))
+    return CaseMetrics(case_ids=ids, dice=dice, hd95=hd95), shown
