@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.validators import dciodvfy_errors
 
 
 def tl_med(*args: str, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -107,6 +110,62 @@ def test_demo_tiny_profile_end_to_end(tmp_path):
     proc = tl_med("models", "--json", "--site", "east", *common, cwd=tmp_path)
     versions = json.loads(proc.stdout)["versions"]
     assert [(v["version"], v["aliases"]) for v in versions] == [("2", ["challenger"]), ("1", [])]
+
+    # approve v1, then apply the champion to the site's held-out DICOM series, as acquired
+    dice_v1 = next(c["dice"]["adapted"] for c in candidates if c["model"]["version"] == "1")
+    proc = tl_med("approve", "--site", "east", "--version", "1", "--approver", "Dr. Test", "--reason", "e2e",
+                  "--override", "tiny profile", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    series = _held_out_series(tmp_path / "ws", "east")
+    proc = tl_med("predict", "--site", "east", *map(str, series), "--out", str(tmp_path / "pred"), "--json",
+                  "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["model"] == "tlmed-liver-east v1" and len(doc["outputs"]) == len(series) >= 2
+    dice = [_dice_against_truth(tmp_path / "ws", "east", s, Path(o["nifti"])) for s, o in zip(series, doc["outputs"])]
+    assert abs(float(np.mean(dice)) - dice_v1) < 0.05, (dice, dice_v1)  # what users get is what we reported
+    assert all(dciodvfy_errors(Path(o["seg"])) == [] for o in doc["outputs"])
+    # and as a MONAI bundle that MONAI's own verifier accepts
+    proc = tl_med("export", "--site", "east", "--out", str(tmp_path / "bundle"), "--workspace", str(tmp_path / "ws"),
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "bundle" / "configs" / "metadata.json").read_text())
+    assert meta["name"] == "tlmed-liver-east" and meta["eval_metrics"]["mean_dice"] == pytest.approx(dice_v1, abs=1e-4)
+    proc = tl_med("export", "--site", "east", "--model", "models:/tlmed-liver-east/2", "--out",
+                  str(tmp_path / "b2"), "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: tlmed-liver-east v2 was not approved (decision: none): approve it with tl-med approve before "
+        "exporting it"]
+
+
+def _held_out_series(ws_root: Path, site: str) -> list[Path]:
+    """The raw DICOM folders of the site's test split (found through the workspace's de-id key)."""
+    import pydicom
+
+    from tl_med.ingest.deid import case_id
+    from tl_med.workspace import Workspace
+
+    key = Workspace(ws_root).deid_key()
+    test = {c["case_id"] for c in json.loads((ws_root / "manifests" / f"{site}.json").read_text())["test"]}
+    out = []
+    for folder in sorted(p for p in (ws_root / "incoming" / site / "dicom").iterdir() if p.is_dir()):
+        first = next(p for p in folder.rglob("*") if p.is_file())
+        if case_id(key, pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID) in test:
+            out.append(folder)
+    assert len(out) == len(test)
+    return out
+
+
+def _dice_against_truth(ws_root: Path, site: str, series: Path, mask_file: Path) -> float:
+    import nibabel as nib
+    import pydicom
+
+    uid = pydicom.dcmread(next(p for p in series.rglob("*") if p.is_file()), stop_before_pixels=True).SeriesInstanceUID
+    truth = nib.load(ws_root / "incoming" / site / "labels" / f"{uid}.nii.gz")
+    mask = nib.load(mask_file)
+    assert mask.shape == truth.shape and np.allclose(mask.affine, truth.affine, atol=1e-3)
+    a, b = np.asanyarray(mask.dataobj) > 0, np.asanyarray(truth.dataobj) > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def test_unknown_option_prints_usage_and_exits_2(tmp_path):

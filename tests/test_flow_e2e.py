@@ -7,6 +7,7 @@ import re
 import pytest
 from mlflow import MlflowClient
 
+from tests.phi import PLANTED, plant_phi, text_of
 from tl_med.config import PipelineConfig
 
 pytestmark = pytest.mark.e2e
@@ -44,48 +45,6 @@ def test_pipeline_flow_runs_and_registers_challengers(prefect_server, workspace)
     assert again.sites[0].adapted_dice == pytest.approx(outcome.sites[0].adapted_dice, abs=1e-6)
 
 
-# Distinctive PHI planted in every identifying attribute of every input file.
-PLANTED = {
-    "PatientName": "QXNAME^PLANTED", "PatientID": "QXPID77", "PatientBirthDate": "19170203",
-    "OtherPatientIDs": "QXOTHERID", "PatientAddress": "QX 12 PLANTED STREET",
-    "InstitutionName": "QX PLANTED INSTITUTE", "InstitutionAddress": "QX INSTITUTE ROAD",
-    "StationName": "QXSTATION9", "DeviceSerialNumber": "QXSERIAL55", "ReferringPhysicianName": "QXREF^DOCTOR",
-    "PerformingPhysicianName": "QXPERF^DOCTOR", "OperatorsName": "QXOPERATOR", "AccessionNumber": "QXACC31",
-    "StudyDescription": "QX PLANTED STUDY DESC", "SeriesDescription": "QX PLANTED SERIES DESC",
-    "StudyID": "QXSTUDYID", "ImageComments": "QX PLANTED COMMENT", "StudyDate": "19160311",
-    "SeriesDate": "19160312", "AcquisitionDate": "19160313", "ContentDate": "19160314",
-}
-
-
-def _plant_phi(dicom_dir):
-    import pydicom
-
-    uids = set()
-    for path in sorted(p for p in dicom_dir.rglob("*") if p.is_file()):
-        ds = pydicom.dcmread(path)
-        for keyword, value in PLANTED.items():
-            setattr(ds, keyword, value)
-        ds.add_new(0x00091010, "LO", "QXPRIVATEPHI")  # a private tag
-        ds.private_block(0x0011, "QX CREATOR", create=True).add_new(0x01, "LO", "QXPRIVATE2")
-        ds.save_as(path, enforce_file_format=True)
-        uids |= {ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID}
-    return uids
-
-
-def _text_of(path):
-    import base64
-    import gzip
-    import json
-
-    blob = path.read_bytes()
-    if path.name.endswith(".gz"):
-        return gzip.decompress(blob)
-    if b'"serializer"' in blob[:4096]:  # a persisted Prefect task result: base64 of a pickle
-        record = json.loads(blob)
-        return blob + base64.b64decode(record["result"])
-    return blob
-
-
 def test_no_planted_phi_reaches_anything_the_pipeline_writes(prefect_server, workspace):
     """Names, IDs, dates, institution, device, descriptions, UIDs and private tags planted in every
     input file appear nowhere in the workspace (data, manifests, reports, cache, de-identified DICOM,
@@ -100,7 +59,7 @@ def test_no_planted_phi_reaches_anything_the_pipeline_writes(prefect_server, wor
     uids = set()
     for site in registry["sites"]:
         site["ingest"] = {"keep_dicom": True, "dates": "shift"}
-        uids |= _plant_phi(ws.root / site["dicom_dir"])
+        uids |= plant_phi(ws.root / site["dicom_dir"])
     sites_file.write_text(yaml.safe_dump(registry))
     state = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file),
                                      config=PipelineConfig.profile("tiny").model_dump(mode="json"),
@@ -111,18 +70,18 @@ def test_no_planted_phi_reaches_anything_the_pipeline_writes(prefect_server, wor
     db_url = get_current_settings().server.database.connection_url.get_secret_value()
     prefect_files = [p for p in __import__("pathlib").Path(db_url.split("///")[-1]).parent.glob("*") if p.is_file()]
     results = [p for p in get_current_settings().results.local_storage_path.rglob("*") if p.is_file()]
-    assert any(b"convert-series" in p.read_bytes() or b"StackOutcome" in _text_of(p) for p in results)
+    assert any(b"convert-series" in p.read_bytes() or b"StackOutcome" in text_of(p) for p in results)
     prefect_files += results  # cached task results (convert-series, preprocess-case)
     written = [p for p in ws.root.rglob("*") if p.is_file() and ws.incoming not in p.parents
                and p.name != "sites.yaml"] + prefect_files
     assert any(p.suffix == ".dcm" for p in written) and any(p.name == "mlflow.db" for p in written)
     assert any("prefect" in p.name or p.suffix == ".db" for p in prefect_files)
     # positive controls: the scan does see what the pipeline legitimately wrote
-    assert any(b"GE MEDICAL SYSTEMS" in _text_of(p) for p in written)
+    assert any(b"GE MEDICAL SYSTEMS" in text_of(p) for p in written)
     assert any(b"ingest-east" in p.read_bytes() for p in prefect_files)  # the ingest artifact's key
     assert any(b"comparison-report" in p.read_bytes() for p in prefect_files)  # the comparison artifact
     for path in written:
-        blob = _text_of(path)
+        blob = text_of(path)
         for secret in secrets:
             assert secret not in blob and secret.decode() not in str(path), \
                 f"{secret.decode()!r} leaked into {path}"

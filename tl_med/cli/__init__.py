@@ -23,7 +23,7 @@ silence_known_noise()  # before MONAI is imported by any command
 import typer  # noqa: E402
 
 import tl_med  # noqa: E402
-from tl_med.cli import pipeline, registry, serving  # noqa: E402,F401 - importing registers the commands
+from tl_med.cli import apply, pipeline, registry, serving  # noqa: E402,F401 - importing registers the commands
 from tl_med.cli.common import app  # noqa: E402
 from tl_med.errors import TlMedError  # noqa: E402
 

@@ -189,6 +189,9 @@ def frames_of(ds: Dataset, path: Path, rel: str, size: int, sha256: str = "") ->
         return f"quarantine:broken sequence ({safe_message(exc)})"
     if problem:
         return f"quarantine:{problem}"
+    if str(_get(ds, "SOPClassUID") or "") == "1.2.840.10008.5.1.4.1.1.66.4" and _get(ds, "Manufacturer") == "tl_med":
+        # tl_med's own prediction, stored back into the PACS: never a reference label to train on
+        return "skip:a segmentation predicted by tl_med (Manufacturer tl_med), not a reference label"
     if str(_get(ds, "SOPClassUID") or "") == "1.2.840.10008.5.1.4.1.1.66.4" and _get(ds, "ReferencedSeriesSequence"):
         # a DICOM SEG: a label for the series it references (paired by ingest; see ingest/seg.py)
         return f"seg:{_get(ds, 'ReferencedSeriesSequence')[0].SeriesInstanceUID}"

@@ -56,8 +56,8 @@ def _read_many(items: list[tuple[Path, str]]) -> list[list[Frame] | str]:
 
 
 def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Executor | None = None,
-                    files: list[Path] | None = None,
-                    segs: list[tuple[Path, str, str]] | None = None) -> list[Frame]:
+                    files: list[Path] | None = None, segs: list[tuple[Path, str, str]] | None = None,
+                    description: str = "") -> list[Frame]:
     """Read the header of every file under ``root`` (or of ``files``); record skips and
     quarantines in ``report`` and return the image frames. DICOM SEG objects go to ``segs`` as
     ``(path, rel, referenced series UID)`` for the caller to pair (recorded as skipped without it).
@@ -66,7 +66,8 @@ def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Exe
     """
     paths = list_inputs(root) if files is None else files
     items = [(p, str(p.relative_to(rel_to))) for p in paths]
-    with activity(f"scan:{report.site}", f"ingest {report.site}: read headers", total=len(items), unit="files") as act:
+    with activity(f"scan:{report.site}:{root}", description or f"ingest {report.site}: read headers", total=len(items),
+                  unit="files") as act:
         if pool is not None:
             n = 16
             chunks = [items[i::n] for i in range(n)]

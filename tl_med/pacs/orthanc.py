@@ -113,6 +113,39 @@ class OrthancClient:
         """One instance's DICOM file (Part 10), as stored."""
         return self._get(f"/instances/{instance_id}/file", "downloading an instance").content
 
+    def study_uid(self, study_id: str) -> str:
+        """The StudyInstanceUID of an Orthanc study id (stays in memory: used to file results)."""
+        return str(self._get(f"/studies/{study_id}", "reading a study").json()["MainDicomTags"]["StudyInstanceUID"])
+
+    def is_stable(self, study_id: str) -> bool:
+        """Whether Orthanc calls the study stable (no instance for ``StableAge`` seconds)."""
+        return bool(self._get(f"/studies/{study_id}", "reading a study").json().get("IsStable", False))
+
+    def lookup_study(self, study_uid: str) -> str:
+        """The Orthanc id of the study with this StudyInstanceUID (InputError when absent)."""
+        with self._errors("looking up a study"):
+            response = self._http.post("/tools/lookup", content=study_uid)
+            response.raise_for_status()
+        found = [r["ID"] for r in response.json() if r.get("Type") == "Study"]
+        if not found:
+            raise InputError(f"PACS {self.url}: no study with the given StudyInstanceUID")
+        return str(found[0])
+
+    def store(self, dicom: bytes) -> str:
+        """Store one DICOM instance (Part 10 bytes) through ``POST /instances``; its Orthanc id."""
+        with self._errors("storing an instance"):
+            response = self._http.post("/instances", content=dicom, headers={"Content-Type": "application/dicom"})
+            response.raise_for_status()
+        return str(response.json()["ID"])
+
+    def download_study(self, study_id: str, folder: Path) -> int:
+        """Every instance of a study into ``folder`` (named by position); how many."""
+        folder.mkdir(parents=True, exist_ok=True)
+        ids = self.instances(study_id)
+        for k, instance in enumerate(ids):
+            (folder / f"{k:06d}.dcm").write_bytes(self.instance_file(instance))
+        return len(ids)
+
     def changes(self, since: int, limit: int = 100) -> tuple[list[Change], int, bool]:
         """One page of the change feed after ``since``: (changes, last seq, done)."""
         body = self._get("/changes", "reading the change feed", since=since, limit=limit).json()

@@ -1,0 +1,81 @@
+"""`tl-med export`: a MONAI bundle that MONAI's own tools accept and that segments like `tl-med predict`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tests.test_inference import AXIAL, SAGITTAL, _case
+from tl_med.config import InferenceConfig, NetworkConfig, PreprocessConfig
+from tl_med.export.bundle import SCHEMA_FILE, export_bundle
+from tl_med.inference import Predictor
+from tl_med.models.spec import ModelSpec, load_package, save_package
+from tl_med.models.zoo import build_network
+
+OFFLINE = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "NO_PROXY": "", "MONAI_DATA_DIRECTORY": "/nonexistent"}
+
+
+def _package(tmp_path: Path, landmarks: tuple[float, ...] | None) -> Path:
+    spec = ModelSpec(task="liver", site="east", modality="CT", labels={"0": "background", "1": "liver"},
+                     network=NetworkConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1),
+                     preprocess=PreprocessConfig(spacing=(3.0, 3.0, 4.0), patch_size=(16, 16, 16)),
+                     inference=InferenceConfig(overlap=0.25, sw_batch_size=2), landmarks=landmarks)
+    torch.manual_seed(3)
+    return save_package(tmp_path / "package", build_network(spec.network), spec)  # random weights: a varied mask
+
+
+def _monai_bundle(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True,
+                          timeout=600, env=OFFLINE)
+
+
+@pytest.mark.parametrize("harmonised", [False, True], ids=["plain", "harmonised"])
+def test_the_bundle_passes_monai_checks_and_segments_like_predict(tmp_path, harmonised):
+    from tl_med.data.harmonise import PERCENTILES
+
+    landmarks = tuple(np.linspace(0.0, 950.0, len(PERCENTILES))) if harmonised else None
+    bundle = export_bundle(_package(tmp_path, landmarks), tmp_path / "bundle", name="tlmed-liver-east",
+                           version="3", source="tlmed-liver-east v3 (approved by test)", dice=0.8123)
+    assert sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file() and "__pycache__" not in
+                  str(p)) == sorted(["configs/metadata.json", "configs/inference.json", "models/model.pt",
+                                     "docs/README.md", *(["scripts/__init__.py", "scripts/harmonise.py"]
+                                                         if landmarks else [])])
+    # MONAI's verifier, offline: the schema ships with tl_med, so nothing is downloaded
+    done = _monai_bundle("verify_metadata", "--meta_file", str(bundle / "configs/metadata.json"),
+                         "--filepath", str(SCHEMA_FILE))
+    assert done.returncode == 0 and "metadata is verified with no error" in done.stdout + done.stderr, done.stderr
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    assert meta["eval_metrics"] == {"mean_dice": 0.8123} and meta["version"] == "3.0.0"
+    # MONAI's runner segments every imagesTs/ image like tl_med's Predictor, on each image's own grid
+    (data := tmp_path / "data" / "imagesTs").mkdir(parents=True)
+    cases = [_case(data, AXIAL, name="axial")[0], _case(data, SAGITTAL, shape=(30, 44, 38), name="sagittal")[0]]
+    for c in cases:
+        Path(c["label"]).unlink()
+    done = _monai_bundle("run", "--config_file", str(bundle / "configs/inference.json"), "--bundle_root", str(bundle),
+                         "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    predictor = Predictor(*load_package(tmp_path / "package"), torch.device("cpu"))
+    for c in cases:
+        ours = predictor.predict(c["image"])
+        theirs = nib.load(tmp_path / "out" / f"{Path(c['image']).name.removesuffix('.nii.gz')}_seg.nii.gz")
+        mask = np.asanyarray(theirs.dataobj).squeeze()
+        assert mask.shape == ours.mask.shape and np.allclose(theirs.affine, ours.affine, atol=1e-4)
+        assert 0.05 < ours.mask.mean() < 0.95, "a degenerate mask would make the comparison meaningless"
+        assert (mask == ours.mask).mean() >= 0.999
+
+
+def test_an_existing_folder_is_never_overwritten(tmp_path):
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        export_bundle(_package(tmp_path, None), tmp_path / "bundle", name="n", version="1", source="s")
+    assert (tmp_path / "bundle" / "keep.txt").read_text() == "x"

@@ -1,0 +1,1 @@
+"""Export an approved model as a MONAI bundle (:mod:`.bundle`)."""
