@@ -1,10 +1,16 @@
-"""The ``site-retrain`` deployment: per-site schedules from ``sites.yaml`` and the new-data trigger.
+"""The ``site-retrain`` and ``site-inference`` deployments, with their schedules and triggers.
+
+``site-retrain``:
 
 - One schedule per target site with a ``schedule:`` (cron + time zone), passing
   ``{"site": <name>, "trigger": "schedule"}``.
 - One ``DeploymentEventTrigger``: every ``tl_med.site.new-data`` event (emitted by the inbox
   watcher, or by any system that delivers data) starts a run for the site named in the event's
   resource, with ``trigger: new-data``.
+
+``site-inference`` (sites with a ``pacs:``): the same new-data event (the PACS watcher emits it
+when studies become stable) segments the site's new studies with its champion, and an interval
+schedule per PACS site (``INFERENCE_EVERY``) catches studies whose announcement was held back.
 
 ``tl-med serve`` serves it from a local runner. For workers on other machines, register it with a
 work pool instead (the flow is addressed by module path, so any worker with tl_med installed runs
@@ -20,14 +26,20 @@ from pathlib import Path
 
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
-from prefect.schedules import Cron
+from datetime import timedelta
 
+from prefect.schedules import Cron, Interval
+
+from flows.inference import site_inference
 from flows.retrain import site_retrain
 from tl_med.inbox import EVENT_NEW_DATA
 from tl_med.sites import SitesConfig
 
 DEPLOYMENT = "site-retrain"
 FULL_NAME = f"{site_retrain.name}/{DEPLOYMENT}"
+INFERENCE_DEPLOYMENT = "site-inference"
+INFERENCE_FULL_NAME = f"{site_inference.name}/{INFERENCE_DEPLOYMENT}"
+INFERENCE_EVERY = timedelta(minutes=15)
 
 
 def schedules(sites: SitesConfig) -> list:
@@ -36,9 +48,9 @@ def schedules(sites: SitesConfig) -> list:
             for s in sites.targets if s.schedule is not None]
 
 
-def new_data_trigger() -> DeploymentEventTrigger:
+def new_data_trigger(name: str = "retrain a site when it delivers new data") -> DeploymentEventTrigger:
     return DeploymentEventTrigger(
-        name="retrain a site when it delivers new data",
+        name=name,
         expect={EVENT_NEW_DATA},
         match={"prefect.resource.id": "tl_med.site.*"},
         parameters={"site": "{{ event.resource['tl_med.site'] }}", "trigger": "new-data"},
@@ -61,6 +73,22 @@ def build_deployment(sites: SitesConfig, *, workspace: str, sites_file: str, pro
     )
 
 
+def build_inference_deployment(sites: SitesConfig, *, workspace: str, sites_file: str,
+                               every: timedelta = INFERENCE_EVERY) -> RunnerDeployment:
+    """The ``site-inference`` deployment: new-data trigger, and an interval per site with a PACS."""
+    return site_inference.to_deployment(
+        name=INFERENCE_DEPLOYMENT,
+        schedules=[Interval(every, slug=f"{s.name}-inference", parameters={"site": s.name, "trigger": "schedule"})
+                   for s in sites.sites if s.pacs is not None],
+        triggers=[new_data_trigger("segment a site's new PACS studies with its champion")],
+        parameters={"workspace": workspace, "sites_file": sites_file},
+        tags=["tl_med"],
+        description="Segment a site's new stable PACS studies with its champion; store each DICOM SEG in the "
+                    "PACS; file a table artifact of the studies (keyed hashes only).",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
 def trigger_retrain(parameters: dict, *, wait: bool, server: str):
     """Start a ``site-retrain`` run through the API (tags ``trigger:manual``, ``site:<name>``);
     the finished run when ``wait``, else the scheduled one."""
@@ -76,11 +104,11 @@ def trigger_retrain(parameters: dict, *, wait: bool, server: str):
         raise InputError(f"no deployment {FULL_NAME} on {server}: start `tl-med serve` first") from None
 
 
-def serve_deployment(deployment: RunnerDeployment) -> None:
-    """Serve the deployment from this process until interrupted (schedules, triggers, manual runs)."""
+def serve_deployment(*deployments: RunnerDeployment) -> None:
+    """Serve the deployments from this process until interrupted (schedules, triggers, manual runs)."""
     from prefect import serve
 
-    serve(deployment)
+    serve(*deployments)
 
 
 def main() -> None:  # pragma: no cover - exercised by the docker deploy step, not here
@@ -99,6 +127,10 @@ def main() -> None:  # pragma: no cover - exercised by the docker deploy step, n
                                   sites_file=sites_file, profile=args.profile)
     deployment_id = deployment.apply(work_pool_name=args.work_pool)
     print(f"deployment {FULL_NAME} ({deployment_id}) registered on work pool {args.work_pool}")
+    inference = build_inference_deployment(load_sites(Path(sites_file), ws.root), workspace=str(ws.root),
+                                           sites_file=sites_file)
+    inference_id = inference.apply(work_pool_name=args.work_pool)
+    print(f"deployment {INFERENCE_FULL_NAME} ({inference_id}) registered on work pool {args.work_pool}")
 
 
 if __name__ == "__main__":

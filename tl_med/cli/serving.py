@@ -113,6 +113,7 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
           gpu_slots: Annotated[Optional[int], typer.Option(help="Set the 'gpu' concurrency limit (training "
                                                                "runs at once; default: keep, else 1).")] = None) -> None:
     """Serve the ``site-retrain`` deployment (per-site schedules from sites.yaml, the new-data trigger)
+    and the ``site-inference`` deployment (sites with a PACS: new studies segmented by the champion)
     from this process against the Prefect server in PREFECT_API_URL, and watch the site inboxes."""
     import threading
 
@@ -131,13 +132,15 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
     server = _prefect_server()
     ws.ensure()
     ws.activate()
-    from flows.deploy import FULL_NAME, build_deployment, serve_deployment
+    from flows.deploy import FULL_NAME, INFERENCE_FULL_NAME, build_deployment, build_inference_deployment, \
+        serve_deployment
     from flows.tasks import ensure_gpu_limit
     from flows.watch import watch
 
     slots = ensure_gpu_limit(gpu_slots)
     deployment = build_deployment(registry, workspace=str(ws.root), sites_file=str(sites_file), profile=profile,
                                   config_file=str(config.resolve()) if config else None)
+    inference = build_inference_deployment(registry, workspace=str(ws.root), sites_file=str(sites_file))
     stop = threading.Event()
     watchers = _watchers(registry, ws, quiet_seconds) if watch_inboxes else []
     watched = [s.name for s in registry.sites if s.inbox is not None or s.pacs is not None] if watchers else []
@@ -145,10 +148,11 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
         threading.Thread(target=watch, args=(watchers, stop), kwargs={"interval": poll_seconds},
                          name="site-watcher", daemon=True).start()
     scheduled = [f"{s.name} ({s.schedule.cron} {s.schedule.timezone})" for s in registry.targets if s.schedule]
-    console.print(f"serving {FULL_NAME} on {server}; schedules: {', '.join(scheduled) or 'none'}; "
+    console.print(f"serving {FULL_NAME} and {INFERENCE_FULL_NAME} on {server}; "
+                  f"schedules: {', '.join(scheduled) or 'none'}; "
                   f"inboxes/PACS watched: {', '.join(watched) or 'none'}; gpu slots: {slots}", markup=False)
     try:
-        serve_deployment(deployment)
+        serve_deployment(deployment, inference)
     finally:
         stop.set()
 
