@@ -152,6 +152,9 @@ assert s["reconciled"] and s["quarantined"] == 0, s
 
 
 def main() -> None:
+    from tl_med.quiet import silence_known_noise
+
+    silence_known_noise()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, help="an existing DICOM folder (default: build one)")
     ap.add_argument("--series", type=int, default=8)

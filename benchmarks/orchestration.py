@@ -40,6 +40,9 @@ def _timed(fn):
 
 
 def main() -> None:
+    from tl_med.quiet import silence_known_noise
+
+    silence_known_noise()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=24)
     parser.add_argument("--dask-workers", type=int, default=2)
@@ -102,7 +105,7 @@ def main() -> None:
             times[name].append(_timed(run)[0])
     rows = [(name, statistics.median(ts)) for name, ts in times.items()]
     t_lib = rows[0][1]
-    print(f"\npreprocessing {n_cases} cases at {cfg.preprocess.spatial_size} on {os.cpu_count()} cores, "
+    print(f"\npreprocessing {n_cases} whole images at {cfg.preprocess.spacing} mm on {os.cpu_count()} cores, "
           f"median of {args.runs} rounds")
     print(f"{'mode':<52} {'seconds':>8} {'cases/s':>8} {'vs library':>10}")
     for name, t in rows:

@@ -42,6 +42,9 @@ def _site_yaml(path: Path, url: str) -> Path:
 
 
 def main() -> None:
+    from tl_med.quiet import silence_known_noise
+
+    silence_known_noise()
     import os
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
