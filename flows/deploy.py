@@ -78,6 +78,7 @@ def build_inference_deployment(sites: SitesConfig, *, workspace: str, sites_file
     """The ``site-inference`` deployment: new-data trigger, and an interval per site with a PACS."""
     return site_inference.to_deployment(
         name=INFERENCE_DEPLOYMENT,
+        concurrency_limit=1,  # one ledger writer at a time (a trigger and the interval may coincide)
         schedules=[Interval(every, slug=f"{s.name}-inference", parameters={"site": s.name, "trigger": "schedule"})
                    for s in sites.sites if s.pacs is not None],
         triggers=[new_data_trigger("segment a site's new PACS studies with its champion")],

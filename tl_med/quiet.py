@@ -41,6 +41,7 @@ QUIET_LOGGERS: tuple[tuple[str, int, str], ...] = (
     ("monai.networks.utils", logging.WARNING, "copy_model_state's per-call 'dst model updated' line; "
                                               "tl_med reports the transfer itself"),
     ("mlflow.store.db.utils", logging.WARNING, "'Creating initial MLflow database tables' on a new store"),
+    ("highdicom", logging.WARNING, "INFO lines name source SOPInstanceUIDs while a SEG is built: identifiers"),
 )
 # MLflow draws a tqdm bar for every artifact download (weights of a pretrained source)
 QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}

@@ -61,6 +61,14 @@ def test_a_dicom_series_gives_a_mask_on_its_own_grid_and_a_valid_seg(tiny_incomi
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Liver"
     back = seg_label(outcome.seg, mask.shape, mask.affine, allowed={0, 1})
     assert not isinstance(back, str) and np.array_equal(back, np.asanyarray(mask.dataobj))
+    # the same prediction again has the same UIDs: storing it twice replaces it in the PACS
+    (again,) = predict_inputs(Predictor(Bright(), _spec(), torch.device("cpu")), [item], tmp_path / "again",
+                              model="test v1")
+    second = pydicom.dcmread(again.seg, stop_before_pixels=True)
+    assert (second.SOPInstanceUID, second.SeriesInstanceUID) == (seg.SOPInstanceUID, seg.SeriesInstanceUID)
+    (other,) = predict_inputs(Predictor(Bright(), _spec(), torch.device("cpu")), [item], tmp_path / "v2",
+                              model="test v2")
+    assert pydicom.dcmread(other.seg, stop_before_pixels=True).SeriesInstanceUID != seg.SeriesInstanceUID
 
 
 def test_a_ct_model_refuses_an_mr_series_unless_forced(tmp_path):
@@ -105,6 +113,23 @@ def test_bad_inputs_get_ingests_reasons_and_the_rest_are_segmented(tiny_incoming
     assert outputs["scan"]["error"] == "no such file or folder"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         [f"{good.name}.nii.gz", f"{good.name}.seg.dcm", "truncated.nii.gz", "truncated.seg.dcm"])
+
+
+def test_localizers_are_not_segmented_and_a_bad_out_folder_is_one_line(tiny_incoming, tmp_path):
+    study = _studies(tiny_incoming)[0]
+    scout = tmp_path / "scout"
+    scout.mkdir()
+    shutil.copy(sorted(p for p in study.rglob("*") if p.is_file())[0], scout / "0001.dcm")
+    (item,) = collect([scout])
+    assert item.reason == "1-slice series (a localizer or a single image): not a volume to segment"
+    torch.manual_seed(0)
+    from tl_med.models.zoo import build_network
+
+    package = save_package(tmp_path / "pkg", build_network(_spec().network), _spec())
+    (tmp_path / "afile").write_text("x")
+    proc = _tl_med("predict", str(study), "--site", "east", "--model", str(package), "--out", str(tmp_path / "afile"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --out {tmp_path / 'afile'}: cannot write there (FileExistsError)"]
 
 
 def test_no_champion_is_refused_with_the_versions_listed(tmp_path):

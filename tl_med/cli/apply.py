@@ -61,14 +61,22 @@ def _pacs_inputs(refs: list[str], site: str, sites: Path, workspace: Path | None
 
 
 def _store(outcomes, pacs) -> int:
+    """Store each SEG whose study is in the PACS (a SEG of a local series from elsewhere would
+    create a patient or study there); the others are named on stderr."""
+    import pydicom
+
     from tl_med.pacs.orthanc import OrthancClient
 
     stored = 0
     with OrthancClient.for_source(pacs) as client:
         for o in outcomes:
-            if o.seg is not None:
-                client.store(o.seg.read_bytes())
-                stored += 1
+            if o.seg is None:
+                continue
+            if client.find_study(pydicom.dcmread(o.seg, stop_before_pixels=True).StudyInstanceUID) is None:
+                err.print(f"note: {o.name}: SEG not stored: its study is not in the site's PACS", markup=False)
+                continue
+            client.store(o.seg.read_bytes())
+            stored += 1
     return stored
 
 
@@ -93,6 +101,8 @@ def predict(inputs: Annotated[list[str], typer.Argument(help="NIfTI files, DICOM
     from tl_med.predict.inputs import collect
     from tl_med.predict.run import predict_inputs
 
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: cannot write there (FileExistsError)")
     tmp = Path(tempfile.mkdtemp(prefix="tlmed-predict-"))
     try:
         net, spec, label = _model(model, site, task, workspace, tmp / "model")

@@ -93,5 +93,9 @@ def load_package(folder: Path) -> tuple[torch.nn.Module, ModelSpec]:
     except ValueError as exc:
         raise InputError(f"{spec_path}: not a valid model spec ({str(exc).splitlines()[0]})") from None
     model = build_network(spec.network)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"{weights}: the weights do not fit the network in {SPEC_FILE} "
+                         f"({str(exc).splitlines()[0][:120]})") from None
     return model.eval(), spec

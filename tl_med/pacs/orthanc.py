@@ -121,15 +121,20 @@ class OrthancClient:
         """Whether Orthanc calls the study stable (no instance for ``StableAge`` seconds)."""
         return bool(self._get(f"/studies/{study_id}", "reading a study").json().get("IsStable", False))
 
-    def lookup_study(self, study_uid: str) -> str:
-        """The Orthanc id of the study with this StudyInstanceUID (InputError when absent)."""
+    def find_study(self, study_uid: str) -> str | None:
+        """The Orthanc id of the study with this StudyInstanceUID, or None."""
         with self._errors("looking up a study"):
             response = self._http.post("/tools/lookup", content=study_uid)
             response.raise_for_status()
         found = [r["ID"] for r in response.json() if r.get("Type") == "Study"]
-        if not found:
+        return str(found[0]) if found else None
+
+    def lookup_study(self, study_uid: str) -> str:
+        """The Orthanc id of the study with this StudyInstanceUID (InputError when absent)."""
+        found = self.find_study(study_uid)
+        if found is None:
             raise InputError(f"PACS {self.url}: no study with the given StudyInstanceUID")
-        return str(found[0])
+        return found
 
     def store(self, dicom: bytes) -> str:
         """Store one DICOM instance (Part 10 bytes) through ``POST /instances``; its Orthanc id."""

@@ -24,7 +24,9 @@ from tl_med.ingest.geometry import SeriesGeometry, build_geometry, group_series
 from tl_med.ingest.report import IngestReport
 from tl_med.ingest.scan import scan_dicom_tree
 
-__all__ = ["Input", "collect", "nifti_stem"]
+__all__ = ["Input", "collect", "nifti_stem", "MIN_SLICES"]
+
+MIN_SLICES = 3  # fewer single-frame slices: a localizer, a dose screen or a key image, not a volume
 
 
 @dataclass
@@ -83,6 +85,10 @@ def _dicom(root: Path, name: str, files: list[Path] | None = None) -> Iterator[I
         yield Input(name, root, "dicom", reason=f"no DICOM image series here{why}")
     names = [name] if len(stacks) == 1 else [f"{name}-{k + 1}" for k in range(len(stacks))]
     for series_name, stack in zip(names, stacks):
+        if len(stack) < MIN_SLICES and all(f.index is None for f in stack):
+            yield Input(series_name, root, "dicom", modality=stack[0].modality,
+                        reason=f"{len(stack)}-slice series (a localizer or a single image): not a volume to segment")
+            continue
         geom = build_geometry(stack, policy="refuse")
         if isinstance(geom, str):
             yield Input(series_name, root, "dicom", modality=stack[0].modality, reason=f"series rejected: {geom}")

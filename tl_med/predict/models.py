@@ -95,6 +95,9 @@ def resolve_model(model: str | None, *, site: str, task: str, tracker: Tracker, 
         return Path(model), Path(model).name
     if model and model.startswith("runs:/"):
         uri = model.rstrip("/")
-        return tracker.download(uri if uri.endswith("/package") else f"{uri}/package", dst), model
+        try:
+            return tracker.download(uri if uri.endswith("/package") else f"{uri}/package", dst), model
+        except Exception:  # noqa: BLE001 - no such run, or a run without a package
+            raise InputError(f"model {model}: no model package there (runs:/<run id> of a tl_med run)") from None
     version = resolve_version(model, site=site, task=task, tracker=tracker)
     return download_version(version, tracker=tracker, dst=dst), f"{version.name} v{version.version}"

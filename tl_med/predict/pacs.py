@@ -11,9 +11,11 @@ The ledger, the results and everything reported name a study only by its keyed h
 (``s`` + 12 hex characters of an HMAC of the StudyInstanceUID under the workspace's de-id key):
 no UID, Orthanc id (a plain SHA-1 of the patient and study identifiers) or name. A study whose
 series cannot be segmented (a reason ingest would give, another modality) is recorded with that
-reason and not retried with the same model; a PACS that cannot be reached raises, so the study is
-tried again at the next run. SEGs tl_med stores are never ingested as training labels
-(:mod:`tl_med.ingest.header` skips them).
+reason and not retried with the same model, and so is a study that fails in any other way (the
+exception's type is recorded; one bad study never blocks the site's others). A PACS that cannot be
+reached raises, so the study is tried again at the next run; a SEG stored twice replaces itself
+(its UIDs derive from the source series and the model). SEGs tl_med stores are never ingested as
+training labels (:mod:`tl_med.ingest.header` skips them).
 
 Example:
     >>> # results = segment_new_studies(site, ws, predictor, model="tlmed-liver-east v3")
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tl_med.errors import InputError
 from tl_med.ingest.deid import keyed_hash
 from tl_med.inference import Predictor
 from tl_med.pacs.orthanc import OrthancClient
@@ -69,7 +72,11 @@ class Ledger:
         self.path = ws.root / "inference" / f"{site}.json"
         self.entries: dict[str, dict] = {}
         if self.path.is_file():
-            self.entries = json.loads(self.path.read_text())["studies"]
+            try:
+                self.entries = json.loads(self.path.read_text())["studies"]
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{self.path}: not a readable inference ledger (move it away to start "
+                                 "afresh: every study of the site would be segmented again)") from None
 
     def done(self, study: str, model: str) -> bool:
         return self.entries.get(study, {}).get("model") == model
@@ -123,10 +130,18 @@ def segment_new_studies(site: SiteConfig, ws: Workspace, predictor: Predictor, *
         if waiting:
             note(f"{site.name}: {waiting} studies still arriving (not yet stable): next run")
         for study_id, name in track(new, f"infer:{site.name}", f"segment {site.name}'s new studies", unit="studies"):
-            result = _segment_study(client, study_id, name, predictor, model, tmp)
+            try:
+                result = _segment_study(client, study_id, name, predictor, model, tmp)
+            except InputError:
+                raise  # the PACS is unreachable or refused us: the whole run is retried
+            except Exception as exc:  # noqa: BLE001 - one bad study must not block the site's others
+                result = StudyResult(study=name, model=model, problems=[f"failed ({type(exc).__name__})"],
+                                     at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            finally:
+                for leftover in (tmp / name, tmp / f"{name}-out"):  # identifiable images and SEGs
+                    shutil.rmtree(leftover, ignore_errors=True)
             ledger.record(result)
             results.append(result)
-            shutil.rmtree(tmp / name, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if own:

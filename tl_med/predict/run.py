@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tl_med.errors import InputError
 from tl_med.ingest.convert import write_nifti
 from tl_med.inference import Prediction, Predictor
 from tl_med.predict.inputs import Input
@@ -75,16 +76,25 @@ def predict_one(predictor: Predictor, item: Input, out: Path, *, model: str, for
         pred = predictor.predict(volume)
     write_nifti(pred.mask, pred.affine, nifti_out)
     seg_out, notes = None, list(item.notes)
+    volumes = _volumes(pred, predictor.spec.labels)
     if item.kind == "dicom" and item.geometry is not None:
-        ds = segmentation(item.geometry, pred.mask, labels=predictor.spec.labels, model=model)
-        seg_out = out / f"{item.name}.seg.dcm"
-        ds.save_as(seg_out, enforce_file_format=True)
-    return Outcome(item.name, item.kind, nifti_out, seg_out, _volumes(pred, predictor.spec.labels), notes=tuple(notes))
+        try:
+            ds = segmentation(item.geometry, pred.mask, labels=predictor.spec.labels, model=model)
+            seg_out = out / f"{item.name}.seg.dcm"
+            ds.save_as(seg_out, enforce_file_format=True)
+        except Exception as exc:  # noqa: BLE001 - an object highdicom cannot reference: the mask still stands
+            return Outcome(item.name, item.kind, nifti_out, None, volumes, notes=tuple(notes),
+                           reason=f"mask written, DICOM SEG not written ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:120] if str(exc) else 'no message'})")
+    return Outcome(item.name, item.kind, nifti_out, seg_out, volumes, notes=tuple(notes))
 
 
 def predict_inputs(predictor: Predictor, inputs: list[Input], out: Path, *, model: str,
                    force: bool = False) -> list[Outcome]:
     """:func:`predict_one` for every input, with one progress step per input."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise InputError(f"--out {out}: cannot write there ({type(exc).__name__})") from None
     return [predict_one(predictor, item, out, model=model, force=force)
             for item in track(inputs, "predict", f"predict with {model}", unit="inputs")]

@@ -69,13 +69,17 @@ def segmentation(geometry: SeriesGeometry, mask: np.ndarray, *, labels: dict[str
     if any(v > len(descriptions) for v in present):
         raise ValueError(f"mask values {present} outside the label map {sorted(labels)}")
     sources = _sources(geometry)
+    # UIDs derived from the source series and the model: storing the same prediction again
+    # replaces it in the PACS instead of adding a second SEG
+    series_uid = pydicom.uid.generate_uid(entropy_srcs=["tl_med SEG series", sources[0].SeriesInstanceUID, model])
+    sop_uid = pydicom.uid.generate_uid(entropy_srcs=["tl_med SEG instance", sources[0].SeriesInstanceUID, model])
     frames = seg_frames(geometry, mask)
     if len(sources) == 1 and len(frames) > 1:  # an enhanced multi-frame source: frames in its own order
         order = np.argsort([f.index or 0 for f in geometry.frames])
         frames = frames[order]
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=series_number,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="tl_med", manufacturer_model_name=model[:64],
+        segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=series_number,
+        sop_instance_uid=sop_uid, instance_number=1, manufacturer="tl_med", manufacturer_model_name=model[:64],
         software_versions=tl_med.__version__, device_serial_number="none", content_label="TLMED",
         content_description=f"Automatic segmentation by {model}"[:64], omit_empty_frames=True)
