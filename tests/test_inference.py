@@ -84,3 +84,11 @@ def test_a_package_round_trips_with_its_spec(tmp_path):
     folder = save_package(tmp_path / "pkg", net, spec)
     again, spec2 = load_package(folder)
     assert spec2 == spec and all(torch.equal(v, again.state_dict()[k]) for k, v in net.state_dict().items())
+
+
+def test_channel_argmax_equals_torchs_on_permuted_volumes_with_ties():
+    from tl_med.inference import channel_argmax
+
+    probs = torch.rand(3, 12, 10, 8, generator=torch.Generator().manual_seed(0)).permute(0, 3, 1, 2)
+    probs[:, :2] = 0.25  # ties: the first channel wins, as with torch.argmax
+    assert np.array_equal(channel_argmax(probs), torch.argmax(probs, dim=0).numpy().astype(np.uint8))
