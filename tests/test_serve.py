@@ -89,7 +89,9 @@ def test_serve_runs_manual_and_new_data_retrains_through_the_server(prefect_api,
         assert schedule["parameters"] == {"site": "east", "trigger": "schedule"}
         assert {"site", "pretrained", "strategy", "steps", "n_labelled", "trigger"} <= \
             set(deployment["parameter_openapi_schema"]["properties"])
-        inference = httpx.get(f"{url}/deployments/name/site-inference/site-inference", timeout=5).json()
+        inference = _wait(lambda: (r := httpx.get(f"{url}/deployments/name/site-inference/site-inference",
+                                                  timeout=5)).status_code == 200 and r.json(),
+                          60, "the site-inference deployment", serve, serve_log)  # serve registers them one by one
         assert inference["schedules"] == [] and inference["parameters"]["workspace"] == str(ws.root)  # no PACS here
 
         # a manual retrain through the API (the CLI calls run_deployment and waits)
