@@ -14,7 +14,7 @@ from tl_med.train import fit, seed_everything
 def _train_once(ws, cfg, epochs=3, checkpoint=None, on_epoch=None):
     seed_everything(cfg.seed)
     items = datalist(ws.site_manifest("north"), "training")
-    loader = DataLoader(cached_dataset(items, cfg.preprocess, ws.cache, augment=True, sample_patches=True),
+    loader = DataLoader(cached_dataset(items, cfg.preprocess, ws.cache, augment="intensity", sample_patches=True),
                         batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
     val = DataLoader(cached_dataset(datalist(ws.site_manifest("north"), "validation"), cfg.preprocess, ws.cache))
     model = build_network(cfg.network)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tl_med.errors import ConfigError
 
@@ -81,6 +81,16 @@ class NetworkConfig(FrozenModel):
     norm: Literal["instance", "batch"] = "instance"  # AdaBN and TENT need "batch"
 
 
+def _augment_kind(value: Any) -> Any:
+    """``true``/``false`` (older configs) mean ``intensity``/``none``."""
+    return {True: "intensity", False: "none"}.get(value, value) if isinstance(value, bool) else value
+
+
+# none; intensity (scale, shift, noise); contrast (intensity + GIN, histogram shift, gamma, inversion:
+# tl_med.data.contrast) for a source model that must survive another scanner's tissue contrast
+Augment = Annotated[Literal["none", "intensity", "contrast"], BeforeValidator(_augment_kind)]
+
+
 class TrainConfig(FrozenModel):
     """Supervised training of the source model."""
 
@@ -88,7 +98,7 @@ class TrainConfig(FrozenModel):
     batch_size: int = Field(4, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    augment: bool = True
+    augment: Augment = "intensity"
 
 
 Strategy = Literal["finetune", "feature_extraction", "progressive"]
@@ -128,7 +138,7 @@ class AdaptConfig(FrozenModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     n_labelled: int | None = Field(None, ge=0)
-    augment: bool = True
+    augment: Augment = "intensity"
     layer_decay: float = Field(1.0, gt=0, le=1)
     unfreeze_every: int = Field(5, ge=1)
     l2sp: float = Field(0.0, ge=0)

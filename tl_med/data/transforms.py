@@ -87,13 +87,21 @@ def patches(cfg: PreprocessConfig, labelled: bool) -> list:
     return [RandSpatialCropd(keys=keys, roi_size=cfg.patch_size, random_size=False), pad]
 
 
-def augmentation() -> list:
-    """Light intensity augmentation for training."""
-    return [
+def augmentation(kind: str = "intensity") -> list:
+    """Training augmentation: ``none``; ``intensity`` (light scale, shift, noise); ``contrast``
+    (those plus :func:`tl_med.data.contrast.contrast_augmentation`)."""
+    if kind == "none":
+        return []
+    light = [
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         RandGaussianNoised(keys="image", std=0.05, prob=0.3),
     ]
+    if kind == "contrast":
+        from tl_med.data.contrast import contrast_augmentation
+
+        return contrast_augmentation() + light
+    return light
 
 
 def cache_dir_for(cfg: PreprocessConfig, cache_root: Path, landmarks: tuple[float, ...] | None = None) -> Path:
@@ -105,7 +113,7 @@ def cache_dir_for(cfg: PreprocessConfig, cache_root: Path, landmarks: tuple[floa
     return cache_root / f"preprocess-{digest[:12]}"
 
 
-def cached_dataset(items: list[dict], cfg: PreprocessConfig, cache_root: Path, augment: bool = False,
+def cached_dataset(items: list[dict], cfg: PreprocessConfig, cache_root: Path, augment: str = "none",
                    landmarks: tuple[float, ...] | None = None, sample_patches: bool = False) -> PersistentDataset:
     """A ``PersistentDataset`` whose deterministic prefix (the whole preprocessed image) is cached
     on disk under ``cache_root``; ``sample_patches`` adds random patches, ``augment`` intensity
@@ -118,11 +126,10 @@ def cached_dataset(items: list[dict], cfg: PreprocessConfig, cache_root: Path, a
     chain = preprocessing(cfg, landmarks)
     if sample_patches:
         chain += patches(cfg, labelled)
-    if augment:
-        chain += augmentation()
+    chain += augmentation(augment)
     # random transforms re-wrap tensors as MetaTensors: end with plain tensors so that every item
     # (cached, augmented or pseudo-labelled) collates the same way
-    if sample_patches or augment:
+    if sample_patches or augment != "none":
         chain.append(EnsureTyped(keys=KEYS, allow_missing_keys=True, track_meta=False))
     return PersistentDataset(data=items, transform=Compose(chain), cache_dir=cache_dir_for(cfg, cache_root, landmarks))
 
