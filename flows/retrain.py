@@ -19,21 +19,19 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect.states import Completed, State
 
 from flows.naming import run_name
 from flows.preprocess import run_preprocess
 from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, ingest
 from flows.watch import active_retrains
-from tl_med.config import PipelineConfig
+from tl_med.config import PipelineConfig, Step, Strategy
 from tl_med.errors import InputError
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SiteConfig, SitesConfig, load_sites
 from tl_med.stages import SiteResult, check_trainable
 from tl_med.workspace import resolve_workspace
 
-Strategy = Literal["finetune", "feature_extraction", "progressive"]
-Step = Literal["harmonise", "adabn", "coral", "self_training", "tent"]
 Trigger = Literal["manual", "schedule", "new-data"]
 REPO_SITES = Path(__file__).resolve().parent.parent / "data_manifests" / "sites.yaml"
 
@@ -78,7 +76,7 @@ def _source_manifest(workspace: str, sites_file: str, sites: SitesConfig) -> str
 def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | None = None,
                  steps: list[Step] | None = None, n_labelled: int | None = None, trigger: Trigger = "manual",
                  profile: Literal["demo", "tiny", "realistic"] = "demo", config_file: str | None = None,
-                 workspace: str | None = None, sites_file: str | None = None) -> SiteResult | Completed:
+                 workspace: str | None = None, sites_file: str | None = None) -> SiteResult | State:
     """Retrain ``site`` from ``pretrained`` (a MONAI bundle, checkpoint or ``models:/`` URI; default:
     the site's ``retrain.pretrained``, else ``models:/tlmed-<task>-<source>@challenger``).
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tl_med.catalogue import AugmentName, StepName, StrategyName, needs_batch_norm
 from tl_med.errors import ConfigError
 
 __all__ = [
@@ -86,9 +87,8 @@ def _augment_kind(value: Any) -> Any:
     return {True: "intensity", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
-# none; intensity (scale, shift, noise); contrast (intensity + GIN, histogram shift, gamma, inversion:
-# tl_med.data.contrast) for a source model that must survive another scanner's tissue contrast
-Augment = Annotated[Literal["none", "intensity", "contrast"], BeforeValidator(_augment_kind)]
+# the kinds are listed in tl_med.catalogue.AUGMENTATIONS (contrast: tl_med.data.contrast)
+Augment = Annotated[AugmentName, BeforeValidator(_augment_kind)]
 
 
 class TrainConfig(FrozenModel):
@@ -101,8 +101,8 @@ class TrainConfig(FrozenModel):
     augment: Augment = "intensity"
 
 
-Strategy = Literal["finetune", "feature_extraction", "progressive"]
-Step = Literal["harmonise", "adabn", "coral", "self_training", "tent"]
+Strategy = StrategyName  # names and descriptions: tl_med.catalogue
+Step = StepName
 
 
 class AdaptConfig(FrozenModel):
@@ -119,13 +119,8 @@ class AdaptConfig(FrozenModel):
     Regularisers against forgetting: ``l2sp`` (weight of the L2-SP pull towards the pretrained
     weights) and ``ewc`` (weight of elastic weight consolidation, Fisher from the source site).
 
-    Steps (compose in this order; they use unlabelled target images, never the test split):
-    ``harmonise`` (histogram standardisation of target intensities to the source's landmarks),
-    ``coral`` (Deep CORAL on bottleneck features: train on source labels + target labels while
-    aligning to target images), ``self_training`` (confidence-thresholded pseudo-labels of
-    unlabelled target cases join the training set), ``adabn`` (re-estimate batch-norm statistics
-    on the target site after training), ``tent`` (entropy minimisation of the norm layers' affine
-    parameters on unlabelled target images).
+    Steps: the domain-adaptation steps of :data:`tl_med.catalogue.STEPS`, composed in that
+    order; they use unlabelled target images, never the test split.
 
     ``n_labelled`` caps the labelled target training cases (``None``: all; ``0``: none, then only
     the steps adapt the model).
@@ -172,7 +167,7 @@ class PipelineConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _norm_for_steps(self) -> "PipelineConfig":
-        needs_bn = sorted({"adabn", "tent"} & set(self.adapt.steps))
+        needs_bn = needs_batch_norm(self.adapt.steps)
         if needs_bn and self.network.norm != "batch":
             raise ValueError(f"adapt.steps {needs_bn} need batch normalisation: set network.norm: batch")
         return self

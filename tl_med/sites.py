@@ -44,7 +44,7 @@ from cronsim import CronSim, CronSimError
 
 from pydantic import Field, field_validator, model_validator
 
-from tl_med.config import FrozenModel, load_yaml_model
+from tl_med.config import FrozenModel, Step, Strategy, load_yaml_model
 from tl_med.errors import ConfigError, InputError
 
 GeometryPolicy = Literal["refuse", "resample"]
@@ -113,8 +113,8 @@ class RetrainSpec(FrozenModel):
     """Defaults for a site's unattended retraining (schedule and new-data runs); ``None`` keeps the
     pipeline config's value."""
 
-    strategy: Literal["finetune", "feature_extraction", "progressive"] | None = None
-    steps: tuple[Literal["harmonise", "adabn", "coral", "self_training", "tent"], ...] | None = None
+    strategy: Strategy | None = None
+    steps: tuple[Step, ...] | None = None
     n_labelled: int | None = Field(None, ge=0)
     pretrained: str | None = None
 

@@ -25,6 +25,7 @@ import torch
 from monai.data import DataLoader
 
 from tl_med.adapt.run import AdaptData, Loaders, adapt_model
+from tl_med.catalogue import adapt_epochs, needs_source
 from tl_med.checkpoint import Checkpoint
 from tl_med.config import PipelineConfig, TrainConfig, flatten
 from tl_med.data.loaders import loader_factory
@@ -302,8 +303,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     """
     ac = ctx.cfg.adapt
     splits = check_trainable(manifest_path, site, ac.n_labelled)
-    needs_source = {"harmonise", "coral"} & set(ac.steps) or ac.ewc > 0
-    if needs_source and source_manifest is None:
+    if (needs_source(ac.steps) or ac.ewc > 0) and source_manifest is None:
         raise InputError(f"adapt.steps/ewc of site '{site}' need the source site's manifest")
     state = load_state(pretrained, ctx.tracker, ctx.ws)
     name = registered_model_name(ctx.cfg.task, site)
@@ -349,7 +349,8 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
             tracker.log_json(adapted_run, {"transferred": report.transferred,
                                            "newly_initialised": report.newly_initialised},
                              "transfer/weights_report.json")
-            with _training(tracker, adapted_run, _adapt_epochs(ac, len(splits["training"]))) as on_epoch:
+            with _training(tracker, adapted_run, adapt_epochs(ac.epochs, ac.steps,
+                                                              len(splits["training"]))) as on_epoch:
                 outcome = adapt_model(model, state, ac, data, _loaders(ctx), device, on_epoch=on_epoch,
                                       checkpoints=ckpt / "adapted", infer=_infer(ctx))
             tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
@@ -404,12 +405,6 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-def _adapt_epochs(ac, n_labelled: int) -> int:
-    """Epochs the adaptation trains for (supervised, then the self-training round)."""
-    supervised = ac.epochs if n_labelled or "coral" in ac.steps else 0
-    return supervised + (max(1, ac.epochs // 2) if "self_training" in ac.steps else 0)
 
 
 def _champion(tracker: Tracker, name: str, manifest_sha: str) -> tuple[str, float] | None:

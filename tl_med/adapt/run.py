@@ -27,6 +27,7 @@ from monai.data import DataLoader
 from tl_med.adapt.regularisers import EWC, L2SP, fisher_diagonal
 from tl_med.adapt.strategies import build_strategy
 from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
+from tl_med.catalogue import STEPS
 from tl_med.checkpoint import Checkpoint
 from tl_med.config import AdaptConfig
 from tl_med.data.harmonise import fit_landmarks
@@ -118,7 +119,8 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
     strategy = build_strategy(cfg)
     losses = _extra_losses(model, state, cfg, data, loaders, device, landmarks, info)
     # CORAL trains on the source labels too, so it works with zero target labels
-    train_items = data.labelled + (data.source_train if "coral" in cfg.steps else [])
+    on_source = any(STEPS[s].trains_on_source for s in cfg.steps)
+    train_items = data.labelled + (data.source_train if on_source else [])
     validation = loaders(data.validation, train=False, landmarks=landmarks) if data.labelled else None
     result = None
 

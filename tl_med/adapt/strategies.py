@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +23,7 @@ import torch
 from tl_med.adapt.blocks import Block, unet_blocks
 from tl_med.config import AdaptConfig
 
-__all__ = ["Strategy", "FineTune", "FeatureExtraction", "ProgressiveUnfreeze", "build_strategy"]
+__all__ = ["Strategy", "FineTune", "FeatureExtraction", "ProgressiveUnfreeze", "BUILDERS", "build_strategy"]
 
 
 class Strategy(Protocol):
@@ -117,12 +118,14 @@ class ProgressiveUnfreeze:
                 p.requires_grad_(k >= len(blocks) - keep)
 
 
+# one builder per name of tl_med.catalogue.STRATEGIES (a test holds the two together)
+BUILDERS: dict[str, Callable[[AdaptConfig], Strategy]] = {
+    "finetune": lambda cfg: FineTune(lr=cfg.lr, layer_decay=cfg.layer_decay),
+    "feature_extraction": lambda cfg: FeatureExtraction(lr=cfg.lr),
+    "progressive": lambda cfg: ProgressiveUnfreeze(lr=cfg.lr, every=cfg.unfreeze_every),
+}
+
+
 def build_strategy(cfg: AdaptConfig) -> Strategy:
     """The strategy named in the config, with its settings."""
-    if cfg.strategy == "finetune":
-        return FineTune(lr=cfg.lr, layer_decay=cfg.layer_decay)
-    if cfg.strategy == "feature_extraction":
-        return FeatureExtraction(lr=cfg.lr)
-    if cfg.strategy == "progressive":
-        return ProgressiveUnfreeze(lr=cfg.lr, every=cfg.unfreeze_every)
-    raise ValueError(f"unknown strategy '{cfg.strategy}'")
+    return BUILDERS[cfg.strategy](cfg)

@@ -26,6 +26,7 @@ from tl_med.cli.common import (
     run_pipeline,
     with_adapt,
 )
+from tl_med.catalogue import STEPS, STRATEGIES, describe, needs_batch_norm
 from tl_med.cli.output import err, progress_view
 from tl_med.errors import TlMedError
 from tl_med.workspace import resolve_workspace
@@ -79,9 +80,9 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
           pretrained: Annotated[Optional[str], typer.Option(
               "--pretrained", help="Where to start: a MONAI bundle folder or .zip, a checkpoint file, or "
               "models:/<name>@<alias> (default: models:/tlmed-<task>-<source site>@challenger).")] = None,
-          strategy: Annotated[str, typer.Option(help="finetune, feature_extraction or progressive.")] = "finetune",
-          steps: Annotated[str, typer.Option(help="Comma-separated domain-adaptation steps: harmonise, adabn, "
-                                                   "coral, self_training, tent (adabn/tent need a batch-norm "
+          strategy: Annotated[str, typer.Option(help=f"{describe(STRATEGIES)}.")] = "finetune",
+          steps: Annotated[str, typer.Option(help=f"Comma-separated domain-adaptation steps: {describe(STEPS)} "
+                                                   f"({'/'.join(needs_batch_norm(STEPS))} need a batch-norm "
                                                    "network: --norm batch).")] = "",
           labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled target cases to use "
                                                         "(default: all in the training split; 0: none).")] = None,

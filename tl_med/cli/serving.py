@@ -23,6 +23,7 @@ from tl_med.cli.common import (
     report_outcome,
     with_adapt,
 )
+from tl_med.catalogue import STEPS, STRATEGIES
 from tl_med.cli.orchestrator import check_server, prepare_prefect
 from tl_med.cli.output import emit_json, progress_view
 from tl_med.config import PipelineConfig
@@ -36,8 +37,8 @@ def _prefect_server() -> str:
     return check_server(url) if url else ""
 
 
-StrategyOpt = Annotated[Optional[str], typer.Option(help="finetune, feature_extraction or progressive "
-                                                         "(default: the site's retrain.strategy, else the config's).")]
+StrategyOpt = Annotated[Optional[str], typer.Option(help=f"{', '.join(STRATEGIES)} (default: the site's "
+                                                         "retrain.strategy, else the config's).")]
 
 
 @app.command()
@@ -46,7 +47,8 @@ def retrain(site: Annotated[str, typer.Option("--site", help="Target site to ret
                                                               "models:/ URI (default: the site's retrain.pretrained, "
                                                               "else models:/tlmed-<task>-<source>@challenger).")] = None,
             strategy: StrategyOpt = None,
-            steps: Annotated[Optional[str], typer.Option(help="Comma-separated domain-adaptation steps.")] = None,
+            steps: Annotated[Optional[str], typer.Option(help="Comma-separated domain-adaptation steps: "
+                                                         f"{', '.join(STEPS)}.")] = None,
             labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled-case budget.")] = None,
             wait: Annotated[bool, typer.Option(help="Wait for a deployment run to finish.")] = True,
             workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",

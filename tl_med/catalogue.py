@@ -1,0 +1,90 @@
+"""One place for every adaptation name a user can pick: strategies, domain-adaptation steps and
+training augmentations, each with its one-line description and the facts other code needs.
+
+Config validation (:mod:`tl_med.config`), ``sites.yaml`` (:mod:`tl_med.sites`), the CLI's help,
+the ``site-retrain`` flow's parameters and the pipeline stages all derive from these tables, so
+adding a step is an entry here, its code in ``tl_med/adapt`` and its test. This module imports
+nothing heavy (no torch): configuration loads it.
+
+Example:
+    >>> "self_training" in STEPS and STEPS["adabn"].needs_batch_norm
+    True
+    >>> describe(STRATEGIES)[:24]
+    'finetune (every layer, w'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["StepInfo", "STEPS", "STRATEGIES", "AUGMENTATIONS", "StepName", "StrategyName", "AugmentName",
+           "describe", "needs_source", "needs_batch_norm", "adapt_epochs"]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """A domain-adaptation step: what it does and what it needs.
+
+    ``needs_source``: reads the source site's labelled training split; ``needs_batch_norm``: acts
+    on batch-norm layers; ``trains_on_source``: supervised training runs even without target labels
+    (on the source's); ``extra_round``: adds a training round of ``epochs // 2`` after the first.
+    """
+
+    summary: str
+    needs_source: bool = False
+    needs_batch_norm: bool = False
+    trains_on_source: bool = False
+    extra_round: bool = False
+
+
+# in the order they compose (tl_med.adapt.run): harmonise → train (+ coral) → self-training → adabn → tent
+STEPS: dict[str, StepInfo] = {
+    "harmonise": StepInfo("histogram standardisation of target intensities to the source's landmarks",
+                          needs_source=True),
+    "coral": StepInfo("Deep CORAL: train on source and target labels while aligning bottleneck features "
+                      "to target images", needs_source=True, trains_on_source=True),
+    "self_training": StepInfo("confident pseudo-labels of unlabelled target cases join a second training round",
+                              extra_round=True),
+    "adabn": StepInfo("batch-norm statistics re-estimated on target images", needs_batch_norm=True),
+    "tent": StepInfo("entropy minimisation of the norm layers' affine parameters on target images",
+                     needs_batch_norm=True),
+}
+
+STRATEGIES: dict[str, str] = {
+    "finetune": "every layer, with layer-wise learning rates lr * layer_decay**depth",
+    "feature_extraction": "the encoder frozen, the decoder trained",
+    "progressive": "blocks unfrozen from the output towards the input, one more every unfreeze_every epochs",
+}
+
+AUGMENTATIONS: dict[str, str] = {
+    "none": "no augmentation",
+    "intensity": "light intensity scale, shift and noise",
+    "contrast": "intensity plus contrast randomisation (GIN, histogram shift, gamma, inversion)",
+}
+
+StepName = Literal[tuple(STEPS)]  # type: ignore[valid-type]
+StrategyName = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
+AugmentName = Literal[tuple(AUGMENTATIONS)]  # type: ignore[valid-type]
+
+
+def describe(table: dict[str, StepInfo] | dict[str, str]) -> str:
+    """``name (summary), ...`` for help texts."""
+    return ", ".join(f"{name} ({getattr(v, 'summary', v)})" for name, v in table.items())
+
+
+def needs_source(steps: tuple[str, ...] | list[str]) -> list[str]:
+    """The steps that read the source site's training split."""
+    return [s for s in steps if STEPS[s].needs_source]
+
+
+def needs_batch_norm(steps: tuple[str, ...] | list[str]) -> list[str]:
+    """The steps that only work on a batch-norm network."""
+    return [s for s in steps if STEPS[s].needs_batch_norm]
+
+
+def adapt_epochs(epochs: int, steps: tuple[str, ...] | list[str], n_labelled: int) -> int:
+    """Epochs an adaptation trains for: the supervised round (when there are target labels or a
+    step trains on the source's), then any extra rounds."""
+    supervised = epochs if n_labelled or any(STEPS[s].trains_on_source for s in steps) else 0
+    return supervised + sum(max(1, epochs // 2) for s in steps if STEPS[s].extra_round)
