@@ -9,15 +9,20 @@ For each target site, k labelled target cases (k in ``--ks``, ``all`` = the whol
   with k = 0 only the steps act);
 * ``source_only`` (k = 0): the source model as it is.
 
+``--pretrain-augment intensity,contrast`` trains one source model per augmentation (see
+``tl_med.data.contrast``) and runs every source-dependent method from each, side by side (methods
+are then named ``finetune/contrast`` and so on); from-scratch runs do not depend on it and run once.
+
 The **oracle** is the from-scratch network trained on every labelled target training case
 (``scratch`` at ``all``). Every run trains for the same number of optimizer steps (the k cases are
 repeated to a fixed epoch length, sampled as random patches), is validated on the site's validation
 split (not with k = 0), and is evaluated on the site's untouched test split the way the pipeline
 reports it: whole-image sliding-window inference, Dice against the label on each image's own grid.
 
-Sites: the synthetic ``east`` (low-dose CT, hypodense liver) and ``west`` (T2 MR, sagittal), and
-``external``: another CT population converted by **dcm2niix** (not by tl_med) and defined only by
-a decathlon-style datalist of NIfTI pairs, ingested through the datalist path.
+Sites: the synthetic ``east`` (low-dose CT, hypodense liver) and ``west`` (T2 MR, sagittal);
+``south`` (T1 MR at 3 T, coronal, strong bias field): held out, nothing in tl_med was tuned on it;
+and ``external``: another CT population converted by **dcm2niix** (not by tl_med) and defined only
+by a decathlon-style datalist of NIfTI pairs, ingested through the datalist path.
 
 Prints, per site, the labels each method needs to reach 95 % of the oracle's Dice and the ratio to
 from-scratch, and how much of the source-only → oracle gap zero target labels recover. Writes a
@@ -28,6 +33,8 @@ Usage::
     python benchmarks/label_efficiency.py                   # defaults: ~30 min on 2 CPU cores
     python benchmarks/label_efficiency.py --sites east --seeds 1 --ks 0,2,all   # a quick look
     python benchmarks/label_efficiency.py --spacing 4 --patch 48 --epochs 20 --seeds 3   # larger settings
+    python benchmarks/label_efficiency.py --sites east,west,south --ks 0,1,2,4,all --seeds 3 \
+        --methods scratch,finetune,da --pretrain-augment intensity,contrast     # contrast augmentation
 """
 
 from __future__ import annotations
@@ -68,16 +75,19 @@ def _args() -> argparse.Namespace:
                     help="steps of the 'da' method (self-training did best with zero labels in a short "
                          "exploration of harmonise, adabn, coral and their pairs at east)")
     ap.add_argument("--target", type=float, default=0.95, help="fraction of the oracle's Dice to reach")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    ap.add_argument("--pretrain-augment", default="intensity",
+                    help="source model augmentation(s), comma-separated: none, intensity, contrast")
     return ap.parse_args()
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, pretrain_augment: str = "intensity"):
     from tl_med.config import PipelineConfig
 
     base = PipelineConfig.profile("demo").model_dump()
     base["preprocess"].update(spacing=(args.spacing,) * 3, patch_size=(args.patch,) * 3)
     base["network"].update(norm="batch")  # AdaBN needs batch norm
-    base["pretrain"].update(epochs=args.pretrain_epochs)
+    base["pretrain"].update(epochs=args.pretrain_epochs, augment=pretrain_augment)
     base["adapt"].update(epochs=args.epochs)
     base["device"] = "cpu"
     return PipelineConfig.model_validate(base)
@@ -125,7 +135,7 @@ def _prepare(args, cfg, ws) -> dict:
     wanted = args.sites.split(",")
     synth = [SyntheticSite(name="north", profile="north", n_studies=40, spread=args.spread)]
     synth += [SyntheticSite(name=s, profile=s, n_studies=args.studies, spread=args.spread)
-              for s in wanted if s in ("east", "west")]
+              for s in wanted if s in ("east", "west", "south")]
     generate_sites(ws.incoming, synth, seed=cfg.seed)
     n_test = 12
     manifests = {}
@@ -223,13 +233,11 @@ def _plot(site: str, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in ("location_prior", "source_only") + METHODS:
+    for method in dict.fromkeys(r["method"] for r in rows):
         ks = sorted({r["k"] for r in rows if r["method"] == method})
-        if not ks:
-            continue
         means = [statistics.mean(r["dice"] for r in rows if r["method"] == method and r["k"] == k) for k in ks]
         sds = [statistics.pstdev([r["dice"] for r in rows if r["method"] == method and r["k"] == k]) for k in ks]
-        ax.errorbar([k + 0.5 for k in ks], means, yerr=sds, marker="o" if method in METHODS else "s",
+        ax.errorbar([k + 0.5 for k in ks], means, yerr=sds, marker="s" if len(ks) == 1 else "o",
                     capsize=3, label=method)
     ax.set_xscale("log")
     ax.set_xlabel("labelled target cases (k + 0.5, log scale)")
@@ -239,6 +247,20 @@ def _plot(site: str, rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _sources(args, ws, tracker, manifests: dict, variants: list[str], start: float) -> dict[str, dict]:
+    """One source model per pretraining augmentation: its weights, by augmentation."""
+    from tl_med.stages import StageContext, pretrain_source
+
+    states = {}
+    for variant in variants:
+        source = pretrain_source(StageContext(ws=ws, cfg=_config(args, variant), tracker=tracker,
+                                              trigger="benchmark"), "north", manifests["north"])
+        states[variant] = tracker.load_state_dict(source.weights_uri)
+        print(f"source model ({variant} augmentation): test Dice {source.test_dice:.3f} at north "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return states
 
 
 def main() -> None:
@@ -251,9 +273,16 @@ def main() -> None:
     from tl_med.data.loaders import loader_factory
     from tl_med.manifests import datalist
     from tl_med.models.zoo import resolve_device
-    from tl_med.stages import StageContext, pretrain_source
     from tl_med.tracking import Tracker
     from tl_med.workspace import Workspace
+
+    methods = tuple(m for m in args.methods.split(",") if m)
+    variants = [v for v in args.pretrain_augment.split(",") if v]
+    if unknown := sorted(set(methods) - set(METHODS)) or sorted(set(variants) - {"none", "intensity", "contrast"}):
+        sys.exit(f"error: unknown method or augmentation: {', '.join(unknown)}")
+
+    def label(method: str, variant: str) -> str:
+        return method if method == "scratch" or len(variants) == 1 else f"{method}/{variant}"
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
@@ -266,10 +295,7 @@ def main() -> None:
           ", ".join(f"{s} ({len(datalist(m, 'training'))} train / {len(datalist(m, 'test'))} test)"
                     for s, m in manifests.items()))
     tracker = Tracker(ws.tracking_uri, "tlmed-benchmarks", ws.mlflow_artifacts)
-    source = pretrain_source(StageContext(ws=ws, cfg=cfg, tracker=tracker, trigger="benchmark"), "north",
-                             manifests["north"])
-    state = tracker.load_state_dict(source.weights_uri)
-    print(f"source model: test Dice {source.test_dice:.3f} at north ({time.perf_counter() - start:.0f} s)")
+    states = _sources(args, ws, tracker, manifests, variants, start)
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
     da_steps = tuple(s for s in args.da_steps.split(",") if s)
     rows: list[dict] = []
@@ -294,19 +320,23 @@ def main() -> None:
                 hidden = [{kk: v for kk, v in training[i].items() if kk != "label"} for i in order[k:]]
                 data["unlabelled"] = datalist(manifests[site], "unlabelled") + hidden
                 assert not {it["case_id"] for it in data["test"]} & labelled_ids
-                methods = ("source_only", "da") if k == 0 else METHODS
-                for method in methods:
-                    if method == "source_only" and seed > 0:
-                        continue  # deterministic: one evaluation is enough
-                    t0 = time.perf_counter()
-                    dice = _run(cfg, make, method, k_items, data, state, seed, device, da_steps)
-                    rows.append({"site": site, "method": method, "k": k, "seed": seed, "dice": dice,
-                                 "seconds": round(time.perf_counter() - t0, 1)})
-                    print(f"  {site:<9} k={k:<3} seed={seed} {method:<19} Dice {dice:.3f} "
-                          f"({rows[-1]['seconds']:.0f} s, total {time.perf_counter() - start:.0f} s)", flush=True)
+                if k == 0:  # deterministic: one source-only evaluation is enough
+                    todo = ("source_only",) * (seed == 0) + ("da",) * ("da" in methods)
+                else:
+                    todo = methods
+                for method in todo:
+                    for variant in (variants[:1] if method == "scratch" else variants):
+                        t0 = time.perf_counter()
+                        dice = _run(cfg, make, method, k_items, data, states[variant], seed, device, da_steps)
+                        rows.append({"site": site, "method": label(method, variant), "k": k, "seed": seed,
+                                     "dice": dice, "seconds": round(time.perf_counter() - t0, 1)})
+                        print(f"  {site:<9} k={k:<3} seed={seed} {rows[-1]['method']:<26} Dice {dice:.3f} "
+                              f"({rows[-1]['seconds']:.0f} s, total {time.perf_counter() - start:.0f} s)", flush=True)
         site_rows = [r for r in rows if r["site"] == site]
         _plot(site, site_rows, out_dir / f"{site}.png")
-        summary[site] = _summarise(site, site_rows, len(training), args.target, da_steps)
+        summary[site] = _summarise(site, site_rows, len(training), args.target, da_steps,
+                                   {v: label("source_only", v) for v in variants},
+                                   {v: label("da", v) for v in variants})
     csv_path = out_dir / "label_efficiency.csv"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -314,11 +344,12 @@ def main() -> None:
         writer.writerows(rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     with tracker.run("label-efficiency", tags={"benchmark": "label_efficiency", "code_version": _code()}) as run_id:
-        tracker.log_params(run_id, {**vars(args), "workspace": str(ws.root), "source_test_dice": source.test_dice})
+        tracker.log_params(run_id, {**vars(args), "workspace": str(ws.root)})
         for path in out_dir.iterdir():
             tracker.client.log_artifact(run_id, str(path), "label_efficiency")
         for site, s in summary.items():
-            tracker.log_metrics(run_id, {f"{site}.{k}": v for k, v in s.items() if isinstance(v, (int, float))})
+            tracker.log_metrics(run_id, {f"{site}.{k}".replace("/", "_"): v for k, v in s.items()
+                                         if isinstance(v, (int, float)) and v == v})
     print(f"\nfinished in {(time.perf_counter() - start) / 60:.1f} min; CSV, plots, summary: {out_dir} "
           f"(and MLflow run 'label-efficiency' in {ws.tracking_uri})")
 
@@ -329,43 +360,56 @@ def _code() -> str:
     return code_version()
 
 
-def _summarise(site: str, rows: list[dict], n_all: int, target: float, da_steps: tuple[str, ...]) -> dict:
+def _summarise(site: str, rows: list[dict], n_all: int, target: float, da_steps: tuple[str, ...],
+               source_only: dict[str, str], da: dict[str, str]) -> dict:
+    """Per site: the mean curve of each method, labels to reach ``target`` × oracle, the gain of
+    each transfer method over from-scratch at each k, and the zero-label recovery of each source."""
     def curve(method: str) -> dict[int, float]:
         ks = sorted({r["k"] for r in rows if r["method"] == method})
         return {k: statistics.mean(r["dice"] for r in rows if r["method"] == method and r["k"] == k) for k in ks}
 
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m not in ("location_prior",)]
+    trained = [m for m in methods if m not in source_only.values()]
     oracle = curve("scratch").get(n_all, float("nan"))
-    source_only = curve("source_only").get(0, float("nan"))
     prior = curve("location_prior").get(0, float("nan"))
     goal = target * oracle
-    out: dict = {"oracle_dice": oracle, "source_only_dice": source_only, "location_prior_dice": prior}
-    print(f"\n{site}: oracle (from scratch, all {n_all} labels) Dice {oracle:.3f}; source-only {source_only:.3f}; "
-          f"location prior {prior:.3f}; goal {target:.0%} of oracle = {goal:.3f}")
-    ks = sorted({r["k"] for r in rows if r["method"] in METHODS})
-    print("  mean test Dice by k:  " + "".join(f"{k:>7}" for k in ks))
-    for method in ("source_only",) + METHODS:
+    out: dict = {"oracle_dice": oracle, "location_prior_dice": prior}
+    print(f"\n{site}: oracle (from scratch, all {n_all} labels) Dice {oracle:.3f}; location prior {prior:.3f}; "
+          f"goal {target:.0%} of oracle = {goal:.3f}")
+    ks = sorted({r["k"] for r in rows if r["method"] in methods})
+    width = max(len(m) for m in methods) + 2
+    print(f"  mean test Dice by k: {'':<{width - 19}}" + "".join(f"{k:>7}" for k in ks))
+    for method in methods:
         c = curve(method)
-        print(f"  {method:<19}  " + "".join(f"{c[k]:>7.3f}" if k in c else f"{'':>7}" for k in ks))
-    scratch_needed = _labels_needed(curve("scratch"), goal)
-    for method in METHODS:
+        print(f"  {method:<{width}}" + "".join(f"{c[k]:>7.3f}" if k in c else f"{'':>7}" for k in ks))
+    scratch = curve("scratch")
+    scratch_needed = _labels_needed(scratch, goal)
+    for method in trained:
         c = curve(method)
-        if method == "da":
-            c = {**c, 0: c.get(0, float("nan"))}
         needed = _labels_needed(c, goal)
         if needed is None:
             text = f"not reached with {max(c)} labels"
-        elif scratch_needed is None:
-            text = f"{needed} labels; from scratch never reaches it: saves more than {n_all / max(needed, 1):.0f}x"
+        elif scratch_needed is None or method == "scratch":
+            text = f"{needed} labels" + ("" if method == "scratch" else
+                                         f"; from scratch never reaches it: saves more than {n_all / max(needed, 1):.0f}x")
         else:
             text = f"{needed} labels; {scratch_needed / max(needed, 1):.1f}x fewer than from scratch ({scratch_needed})"
-        print(f"  {method:<19} {text}")
+        gains = {k: c[k] - scratch[k] for k in sorted(c) if k in scratch and 0 < k < n_all}
+        if method != "scratch" and gains:
+            text += "; vs scratch " + ", ".join(f"k={k} {g:+.3f}" for k, g in gains.items())
+            out.update({f"gain_over_scratch_{method}_k{k}": g for k, g in gains.items()})
+        print(f"  {method:<{width}}{text}")
         out[f"labels_to_goal_{method}"] = float("nan") if needed is None else float(needed)
-    da0 = curve("da").get(0)
-    if da0 is not None and oracle == oracle and oracle != source_only:
-        recovery = (da0 - source_only) / (oracle - source_only)
-        out["zero_label_recovery"] = recovery
-        print(f"  zero target labels (da: {','.join(da_steps)}): Dice {da0:.3f}, recovers {recovery:.0%} of "
-              f"the source-only → oracle gap")
+    for variant, so_name in source_only.items():
+        so = curve(so_name).get(0, float("nan"))
+        out[f"{so_name}_dice"] = so
+        da0 = curve(da[variant]).get(0)
+        if da0 is not None and oracle == oracle and oracle != so:
+            recovery = (da0 - so) / (oracle - so)
+            out[f"zero_label_recovery_{variant}"] = recovery
+            print(f"  zero target labels, {variant} source: source-only {so:.3f}; da ({','.join(da_steps)}) "
+                  f"{da0:.3f}: recovers {recovery:.0%} of the source-only → oracle gap "
+                  f"({(so - curve(source_only[next(iter(source_only))]).get(0, so)):+.3f} from the augmentation)")
     return out
 
 

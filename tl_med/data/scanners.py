@@ -137,5 +137,20 @@ _CT_MR = dict(
     ),
 )
 
-PROFILES: dict[str, ScannerProfile] = dict(_CT_MR)
+# Held out: no setting of tl_med (augmentation, step, default) was chosen by looking at this site.
+# Benchmarks check a method here before calling it a win; the demo does not use it.
+_HELD_OUT = dict(
+    south=ScannerProfile(
+        modality="MR", manufacturer="GE MEDICAL SYSTEMS", model="SIGNA Architect", orientation="coronal",
+        rows=112, cols=112, pixel_spacing=1.75, n_slices=36, slice_spacing=5.0,
+        # T1-weighted 3 T gradient echo: bright fat and marrow, liver brighter than spleen and muscle,
+        # dark flow voids; a steep contrast curve and a strong surface-coil bias field
+        tissue_values=(0, 560, 190, 330, 210, 240, 430, 25),
+        gamma=1.4, bias=0.9, noise=18.0, blur_mm=2.0,
+        acquisition={"MagneticFieldStrength": 3.0, "RepetitionTime": 5.5, "EchoTime": 2.3,
+                     "ScanningSequence": "GR", "SequenceVariant": "SP", "MRAcquisitionType": "3D"},
+    ),
+)
+
+PROFILES: dict[str, ScannerProfile] = {**_CT_MR, **_HELD_OUT}
 assert all(len(p.tissue_values) == len(Tissue) for p in PROFILES.values())
