@@ -15,7 +15,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,6 +290,140 @@ def _negative_transfer(adapted: float, source_only: float, scratch: float | None
     return f"adapted Dice {adapted:.3f} below {' and '.join(worse)} by more than {margin}" if worse else ""
 
 
+@dataclass(frozen=True)
+class _SiteJob:
+    """What every part of one site's adaptation shares (see :func:`adapt_site`)."""
+
+    ctx: StageContext
+    site: str
+    manifest_path: Path
+    pretrained: str
+    splits: dict[str, list[dict]]
+    state: dict[str, torch.Tensor]
+    source_test: list[dict]
+    target_spec: ModelSpec
+    source_spec: ModelSpec | None
+    checkpoints: Path
+    parent: str
+
+    def child(self, strategy: str, pretrained: str | None = None) -> AbstractContextManager[str]:
+        """A child run of the site's parent run."""
+        run_name, tags = _child(self.ctx, self.site, self.manifest_path, strategy,
+                                self.pretrained if pretrained is None else pretrained)
+        return self.ctx.tracker.run(run_name, tags=tags, parent_run_id=self.parent)
+
+    def setup(self, run_id: str, **params: object) -> None:
+        _log_setup(self.ctx, run_id, self.site, self.manifest_path,
+                   {**params, "n_labelled": len(self.splits["training"])})
+
+    def source_dice(self, model: torch.nn.Module, when: str) -> float | None:
+        return _dice_on(self.ctx, model, self.source_test, self.source_spec,
+                        f"forgetting {self.site}: source test split {when} adapting")
+
+
+@dataclass(frozen=True)
+class _Adapted:
+    run_id: str
+    metrics: dict[str, float]
+    spec: ModelSpec
+    model_uri: str
+    package: str
+    forgetting: float | None
+    negative: str
+
+
+def _source_only(job: _SiteJob) -> tuple[dict[str, float], float | None]:
+    """The pretrained model as it is on the target test split, and its Dice on the source's."""
+    with job.child("source_only") as run_id:
+        model = build_network(job.ctx.cfg.network)
+        transfer_weights(model, job.state)
+        metrics = _evaluate(job.ctx, run_id, model, job.splits["test"], job.target_spec).summary()
+        return metrics, job.source_dice(model, "before")
+
+
+def _from_scratch(job: _SiteJob) -> dict[str, float] | None:
+    """The same labelled target cases, a freshly initialised network (None when not configured)."""
+    ctx, ac = job.ctx, job.ctx.cfg.adapt
+    if "scratch" not in ctx.cfg.baselines or not job.splits["training"]:
+        return None
+    with job.child("scratch", "none") as run_id:
+        job.setup(run_id, strategy="scratch")
+        seed_everything(ctx.cfg.seed)
+        model = build_network(ctx.cfg.network)
+        _train(ctx, run_id, model, job.splits, _optimizer([{"params": model.parameters()}], ctx.cfg.pretrain.lr,
+                                                          ac.weight_decay),
+               ac.epochs, ac.batch_size, Checkpoint(job.checkpoints / "scratch.pt"))
+        return _evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary()
+
+
+def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scratch: float | None,
+           source_before: float | None) -> _Adapted:
+    """The configured strategy and steps from the pretrained weights; evaluated, checked for
+    forgetting and negative transfer, logged as a model."""
+    ctx, ac, tracker = job.ctx, job.ctx.cfg.adapt, job.ctx.tracker
+    with job.child(label) as run_id:
+        job.setup(run_id, strategy=label, pretrained_source=job.pretrained)
+        seed_everything(ctx.cfg.seed)
+        model = build_network(ctx.cfg.network)
+        report = transfer_weights(model, job.state)
+        tracker.log_json(run_id, {"transferred": report.transferred, "newly_initialised": report.newly_initialised},
+                         "transfer/weights_report.json")
+        with _training(tracker, run_id, adapt_epochs(ac.epochs, ac.steps, len(job.splits["training"]))) as on_epoch:
+            outcome = adapt_model(model, job.state, ac, data, _loaders(ctx), resolve_device(ctx.cfg.device),
+                                  on_epoch=on_epoch, checkpoints=job.checkpoints / "adapted", infer=_infer(ctx))
+        tracker.log_json(run_id, outcome.info, "adapt/steps.json")
+        if outcome.fit is not None:
+            _log_fit(tracker, run_id, outcome.fit)
+        spec = _spec(ctx, job.site, job.manifest_path, outcome.landmarks)
+        metrics = _evaluate(ctx, run_id, model, job.splits["test"], spec).summary()
+        source_after = job.source_dice(model, "after")
+        forgetting = None if source_before is None or source_after is None else source_before - source_after
+        negative = _negative_transfer(metrics["dice"], source_only, scratch, ac.negative_transfer_margin)
+        tracker.log_metrics(run_id, {"source_only_dice": source_only, "scratch_dice": scratch,
+                                     "source_dice_before": source_before, "source_dice_after": source_after,
+                                     "forgetting": forgetting})
+        tracker.set_tags(run_id, {"negative_transfer": "true" if negative else "false",
+                                  **({"negative_transfer_reason": negative} if negative else {})})
+        tracker.log_state_dict(run_id, model)
+        package = tracker.log_package(run_id, model, spec)
+        model_uri = tracker.log_model(run_id, model, _input_example(ctx))
+    return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative)
+
+
+def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, scratch: float | None) -> str:
+    """The parent run's comparison and summary; the adapted model as a new registered version
+    whose tags carry the baselines, forgetting and the negative-transfer flag."""
+    tracker, site, d = job.ctx.tracker, job.site, adapted.metrics
+    name, sha = registered_model_name(job.ctx.cfg.task, site), manifest_hash(job.manifest_path)
+    n_labelled, n_test = len(job.splits["training"]), len(job.splits["test"])
+    tracker.log_metrics(job.parent, {"source_only_dice": source_only, "scratch_dice": scratch,
+                                     "adapted_dice": d["dice"], "gain": d["dice"] - source_only,
+                                     "forgetting": adapted.forgetting})
+    champion = _champion(tracker, name, sha)
+    summary = _summary_markdown(site, label, n_labelled, n_test, source_only, scratch, d, adapted.forgetting,
+                                adapted.negative, champion)
+    for run in (job.parent, adapted.run_id):
+        tracker.log_text(run, summary, "summary.md")
+    return tracker.register(
+        adapted.model_uri, name, adapted.run_id,
+        tags={"test_dice": f"{d['dice']:.4f}", "test_hd95": f"{d['hd95']:.2f}",
+              "source_only_dice": f"{source_only:.4f}",
+              "scratch_dice": "" if scratch is None else f"{scratch:.4f}",
+              "forgetting": "" if adapted.forgetting is None else f"{adapted.forgetting:.4f}",
+              "negative_transfer": "true" if adapted.negative else "false",
+              "strategy": label, "site": site, "manifest_sha256": sha,
+              "parent_run_id": job.parent, "harmonised": "true" if adapted.spec.landmarks else "false",
+              "package": adapted.package, "modality": adapted.spec.modality,
+              "champion_version": champion[0] if champion else "",
+              "champion_test_dice": f"{champion[1]:.4f}" if champion else ""},
+        description=(f"{label} from {job.pretrained} on {n_labelled} labelled cases. "
+                     f"Test Dice {d['dice']:.3f} vs source-only {source_only:.3f}"
+                     + ("" if scratch is None else f" and from-scratch {scratch:.3f}")
+                     + f" on the same {n_test} test cases"
+                     + (f"; champion v{champion[0]}: {champion[1]:.3f}" if champion else "; no champion yet")
+                     + "." + (f" NEGATIVE TRANSFER: {adapted.negative}." if adapted.negative else "")))
+
+
 def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: str,
                source_manifest: Path | None = None) -> SiteResult:
     """Adapt the pretrained network to ``site`` beside the source-only and from-scratch baselines.
@@ -306,100 +440,27 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     if (needs_source(ac.steps) or ac.ewc > 0) and source_manifest is None:
         raise InputError(f"adapt.steps/ewc of site '{site}' need the source site's manifest")
     state = load_state(pretrained, ctx.tracker, ctx.ws)
-    name = registered_model_name(ctx.cfg.task, site)
     label = ac.strategy + "".join(f"+{s}" for s in ac.steps)
-    tracker, device = ctx.tracker, resolve_device(ctx.cfg.device)
     data = _adapt_data(ctx, manifest_path, splits, source_manifest)
-    source_test = datalist(source_manifest, "test") if source_manifest else []
-    target_spec = _spec(ctx, site, manifest_path)
     source_spec = _spec(ctx, load_manifest(source_manifest).name, source_manifest) if source_manifest else None
     with _checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained) as ckpt, \
-            tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
-                                                    pretrained_source=pretrained)) as parent:
-        _log_setup(ctx, parent, site, manifest_path, {"strategy": label, "pretrained_source": pretrained,
-                                                      "n_labelled": len(splits["training"])})
-        run_name, tags = _child(ctx, site, manifest_path, "source_only", pretrained)
-        with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
-            model = build_network(ctx.cfg.network)
-            transfer_weights(model, state)
-            source_only_m = _evaluate(ctx, run_id, model, splits["test"], target_spec).summary()
-            source_only = source_only_m["dice"]
-            source_before = _dice_on(ctx, model, source_test, source_spec,
-                                     f"forgetting {site}: source test split before adapting")
-        scratch, scratch_hd95 = None, None
-        if "scratch" in ctx.cfg.baselines and splits["training"]:
-            run_name, tags = _child(ctx, site, manifest_path, "scratch", "none")
-            with tracker.run(run_name, tags=tags, parent_run_id=parent) as run_id:
-                _log_setup(ctx, run_id, site, manifest_path, {"strategy": "scratch",
-                                                              "n_labelled": len(splits["training"])})
-                seed_everything(ctx.cfg.seed)
-                model = build_network(ctx.cfg.network)
-                _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}],
-                                                              ctx.cfg.pretrain.lr, ac.weight_decay),
-                       ac.epochs, ac.batch_size, Checkpoint(ckpt / "scratch.pt"))
-                scratch_m = _evaluate(ctx, run_id, model, splits["test"], target_spec).summary()
-                scratch, scratch_hd95 = scratch_m["dice"], _finite(scratch_m["hd95"])
-        run_name, tags = _child(ctx, site, manifest_path, label, pretrained)
-        with tracker.run(run_name, tags=tags, parent_run_id=parent) as adapted_run:
-            _log_setup(ctx, adapted_run, site, manifest_path, {"strategy": label, "pretrained_source": pretrained,
-                                                               "n_labelled": len(splits["training"])})
-            seed_everything(ctx.cfg.seed)
-            model = build_network(ctx.cfg.network)
-            report = transfer_weights(model, state)
-            tracker.log_json(adapted_run, {"transferred": report.transferred,
-                                           "newly_initialised": report.newly_initialised},
-                             "transfer/weights_report.json")
-            with _training(tracker, adapted_run, adapt_epochs(ac.epochs, ac.steps,
-                                                              len(splits["training"]))) as on_epoch:
-                outcome = adapt_model(model, state, ac, data, _loaders(ctx), device, on_epoch=on_epoch,
-                                      checkpoints=ckpt / "adapted", infer=_infer(ctx))
-            tracker.log_json(adapted_run, outcome.info, "adapt/steps.json")
-            if outcome.fit is not None:
-                _log_fit(tracker, adapted_run, outcome.fit)
-            adapted_spec = _spec(ctx, site, manifest_path, outcome.landmarks)
-            adapted = _evaluate(ctx, adapted_run, model, splits["test"], adapted_spec).summary()
-            source_after = _dice_on(ctx, model, source_test, source_spec,
-                                    f"forgetting {site}: source test split after adapting")
-            forgetting = None if source_before is None or source_after is None else source_before - source_after
-            negative = _negative_transfer(adapted["dice"], source_only, scratch, ac.negative_transfer_margin)
-            tracker.log_metrics(adapted_run, {"source_only_dice": source_only, "scratch_dice": scratch,
-                                              "source_dice_before": source_before, "source_dice_after": source_after,
-                                              "forgetting": forgetting})
-            tracker.set_tags(adapted_run, {"negative_transfer": "true" if negative else "false",
-                                           **({"negative_transfer_reason": negative} if negative else {})})
-            tracker.log_state_dict(adapted_run, model)
-            package = tracker.log_package(adapted_run, model, adapted_spec)
-            model_uri = tracker.log_model(adapted_run, model, _input_example(ctx))
-        tracker.log_metrics(parent, {"source_only_dice": source_only, "scratch_dice": scratch,
-                                     "adapted_dice": adapted["dice"], "gain": adapted["dice"] - source_only,
-                                     "forgetting": forgetting})
-        champion = _champion(tracker, name, manifest_hash(manifest_path))
-        summary = _summary_markdown(site, label, len(splits["training"]), len(splits["test"]), source_only, scratch,
-                                    adapted, forgetting, negative, champion)
-        for run in (parent, adapted_run):
-            tracker.log_text(run, summary, "summary.md")
-        version = tracker.register(
-            model_uri, name, adapted_run,
-            tags={"test_dice": f"{adapted['dice']:.4f}", "test_hd95": f"{adapted['hd95']:.2f}",
-                  "source_only_dice": f"{source_only:.4f}",
-                  "scratch_dice": "" if scratch is None else f"{scratch:.4f}",
-                  "forgetting": "" if forgetting is None else f"{forgetting:.4f}",
-                  "negative_transfer": "true" if negative else "false",
-                  "strategy": label, "site": site, "manifest_sha256": manifest_hash(manifest_path),
-                  "parent_run_id": parent, "harmonised": "true" if outcome.landmarks else "false",
-                  "package": package, "modality": adapted_spec.modality,
-                  "champion_version": champion[0] if champion else "",
-                  "champion_test_dice": f"{champion[1]:.4f}" if champion else ""},
-            description=(f"{label} from {pretrained} on {len(splits['training'])} labelled cases. "
-                         f"Test Dice {adapted['dice']:.3f} vs source-only {source_only:.3f}"
-                         + ("" if scratch is None else f" and from-scratch {scratch:.3f}")
-                         + f" on the same {len(splits['test'])} test cases"
-                         + (f"; champion v{champion[0]}: {champion[1]:.3f}" if champion else "; no champion yet")
-                         + "." + (f" NEGATIVE TRANSFER: {negative}." if negative else "")))
-    return SiteResult(site, source_only, adapted["dice"], scratch, parent, adapted_run, name, version,
-                      forgetting=forgetting, negative_transfer=negative, strategy=label,
-                      source_only_hd95=_finite(source_only_m["hd95"]), scratch_hd95=scratch_hd95,
-                      adapted_hd95=_finite(adapted["hd95"]), n_labelled=len(splits["training"]),
+            ctx.tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
+                                                        pretrained_source=pretrained)) as parent:
+        job = _SiteJob(ctx, site, manifest_path, pretrained, splits, state,
+                       datalist(source_manifest, "test") if source_manifest else [],
+                       _spec(ctx, site, manifest_path), source_spec, ckpt, parent)
+        job.setup(parent, strategy=label, pretrained_source=pretrained)
+        source_only_m, source_before = _source_only(job)
+        scratch_m = _from_scratch(job)
+        source_only, scratch = source_only_m["dice"], scratch_m["dice"] if scratch_m else None
+        adapted = _adapt(job, label, data, source_only, scratch, source_before)
+        version = _register(job, label, adapted, source_only, scratch)
+    return SiteResult(site, source_only, adapted.metrics["dice"], scratch, parent, adapted.run_id,
+                      registered_model_name(ctx.cfg.task, site), version, forgetting=adapted.forgetting,
+                      negative_transfer=adapted.negative, strategy=label,
+                      source_only_hd95=_finite(source_only_m["hd95"]),
+                      scratch_hd95=_finite(scratch_m["hd95"]) if scratch_m else None,
+                      adapted_hd95=_finite(adapted.metrics["hd95"]), n_labelled=len(splits["training"]),
                       n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id)
 
 
