@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, RandAdjustContrastd, RandHistogramShiftd, Randomizable
+from monai.transforms import (Compose, Identityd, MapTransform, OneOf, RandAdjustContrastd, RandHistogramShiftd,
+                              Randomizable)
 
 __all__ = ["RandInvertIntensityd", "RandGINd", "contrast_augmentation"]
 
@@ -98,11 +99,13 @@ class RandGINd(Randomizable, MapTransform):
         return d
 
 
-def contrast_augmentation() -> list:
-    """Strong contrast randomisation for training patches (see the module docstring)."""
-    return [
+def contrast_augmentation(prob: float = 0.5) -> list:
+    """Strong contrast randomisation for a share ``prob`` of training patches (see the module
+    docstring); the rest keep the source's contrast, so the source site is still learnt as well."""
+    strong = Compose([
         RandGINd(keys="image", prob=0.5),
         RandHistogramShiftd(keys="image", num_control_points=(5, 10), prob=0.3),
         RandAdjustContrastd(keys="image", gamma=(0.5, 2.0), prob=0.3),
         RandInvertIntensityd(keys="image", prob=0.3),
-    ]
+    ])
+    return [OneOf([strong, Identityd(keys="image")], weights=[prob, 1 - prob])]
