@@ -103,6 +103,13 @@ def test_composed_adaptation_logs_steps_forgetting_and_negative_transfer(ingeste
     assert steps["adabn_layers"] > 0 and steps["n_labelled"] == 1 and "pseudo_labelled" in steps
     version = tracker.client.get_model_version_by_alias("tlmed-liver-east", "challenger")
     assert version.tags["harmonised"] == "true" and version.tags["forgetting"]
+    # the reviewer sees how the site differs from the source, with the site's parent run
+    parent = tracker.client.get_run(res.parent_run_id)
+    assert {a.path for a in tracker.client.list_artifacts(parent.info.run_id, "shift")} == \
+        {"shift/summary.json", "shift/summary.png"}
+    shift = json.loads(open(tracker.client.download_artifacts(parent.info.run_id, "shift/summary.json")).read())
+    assert (shift["source"]["site"], shift["target"]["site"]) == ("north", "east")
+    assert parent.data.metrics["shift_intensity_w1"] == pytest.approx(shift["intensity_w1"])
 
 
 def test_zero_labels_adapts_with_coral_and_has_no_scratch_baseline(ingested, tracker):

@@ -39,6 +39,7 @@ from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import build_network, resolve_device
 from tl_med.plots import learning_curve, overlays
 from tl_med.progress import activity
+from tl_med.shift import shift_figure, shift_summary
 from tl_med.tracking import Tracker, code_version, registered_model_name
 from tl_med.train import EpochLog, FitResult, fit, seed_everything
 from tl_med.workspace import Workspace
@@ -332,6 +333,17 @@ class _Adapted:
     negative: str
 
 
+def _log_shift(job: _SiteJob, source_manifest: Path) -> None:
+    """The source → target shift (acquisition facts, intensity histograms) with the parent run."""
+    summary, samples = shift_summary(source_manifest, job.manifest_path, job.ctx.cfg.preprocess, job.ctx.ws.cache,
+                                     seed=job.ctx.cfg.seed)
+    job.ctx.tracker.log_json(job.parent, summary, "shift/summary.json")
+    job.ctx.tracker.log_metrics(job.parent, {"shift_intensity_w1": summary["intensity_w1"]})
+    fig = shift_figure(summary, samples)
+    job.ctx.tracker.log_figure(job.parent, fig, "shift/summary.png")
+    plt.close(fig)
+
+
 def _source_only(job: _SiteJob) -> tuple[dict[str, float], float | None]:
     """The pretrained model as it is on the target test split, and its Dice on the source's."""
     with job.child("source_only") as run_id:
@@ -450,6 +462,8 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                        datalist(source_manifest, "test") if source_manifest else [],
                        _spec(ctx, site, manifest_path), source_spec, ckpt, parent)
         job.setup(parent, strategy=label, pretrained_source=pretrained)
+        if source_manifest:
+            _log_shift(job, source_manifest)
         source_only_m, source_before = _source_only(job)
         scratch_m = _from_scratch(job)
         source_only, scratch = source_only_m["dice"], scratch_m["dice"] if scratch_m else None
