@@ -181,6 +181,7 @@ def _run(cfg, make, method, k_items, data, state, seed, device, da_steps):
     from tl_med.models.spec import ModelSpec
     from tl_med.models.pretrained import transfer_weights
     from tl_med.models.zoo import build_network
+    from tl_med.quality import estimate_quality
     from tl_med.train import seed_everything
 
     landmarks = None
@@ -201,8 +202,11 @@ def _run(cfg, make, method, k_items, data, state, seed, device, da_steps):
             landmarks = outcome.landmarks
     spec = ModelSpec.from_config(cfg, task="liver", site="benchmark", modality="CT/MR",
                                  labels={"0": "background", "1": "liver"}, landmarks=landmarks)
-    metrics, _ = evaluate_native(Predictor(model, spec, device), data["test"])
-    return metrics.summary()["dice"]
+    predictor = Predictor(model, spec, device)
+    metrics, _ = evaluate_native(predictor, data["test"])
+    images = [{k: v for k, v in it.items() if k != "label"} for it in data["test"]]
+    estimate = estimate_quality(predictor, images, data["source_volumes"]).summary()
+    return metrics.summary()["dice"], estimate["estimated_dice"]
 
 
 def _atlas_dice(make, source_train: list[dict], test: list[dict]) -> float:
@@ -273,6 +277,7 @@ def main() -> None:
     from tl_med.data.loaders import loader_factory
     from tl_med.manifests import datalist
     from tl_med.models.zoo import resolve_device
+    from tl_med.quality import label_volumes_ml
     from tl_med.tracking import Tracker
     from tl_med.workspace import Workspace
 
@@ -307,9 +312,11 @@ def main() -> None:
         labelled_ids = {it["case_id"] for it in training}
         data = {"validation": datalist(manifests[site], "validation"), "test": datalist(manifests[site], "test"),
                 "source_train": datalist(manifests["north"], "training")}
+        data["source_volumes"] = label_volumes_ml(data["source_train"])
         ks = sorted({len(training) if k == "all" else min(int(k), len(training)) for k in args.ks.split(",")})
         atlas = _atlas_dice(make, data["source_train"], data["test"])
-        rows.append({"site": site, "method": "location_prior", "k": 0, "seed": 0, "dice": atlas, "seconds": 0})
+        rows.append({"site": site, "method": "location_prior", "k": 0, "seed": 0, "dice": atlas,
+                     "estimated": float("nan"), "seconds": 0})
         print(f"  {site:<9} location prior (source mean mask, no image): Dice {atlas:.3f}")
         for seed in range(args.seeds):
             order = torch.randperm(len(training), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -327,16 +334,20 @@ def main() -> None:
                 for method in todo:
                     for variant in (variants[:1] if method == "scratch" else variants):
                         t0 = time.perf_counter()
-                        dice = _run(cfg, make, method, k_items, data, states[variant], seed, device, da_steps)
+                        dice, estimated = _run(cfg, make, method, k_items, data, states[variant], seed, device,
+                                               da_steps)
                         rows.append({"site": site, "method": label(method, variant), "k": k, "seed": seed,
-                                     "dice": dice, "seconds": round(time.perf_counter() - t0, 1)})
+                                     "dice": dice, "estimated": estimated,
+                                     "seconds": round(time.perf_counter() - t0, 1)})
                         print(f"  {site:<9} k={k:<3} seed={seed} {rows[-1]['method']:<26} Dice {dice:.3f} "
+                              f"(estimated without labels {estimated:.3f}) "
                               f"({rows[-1]['seconds']:.0f} s, total {time.perf_counter() - start:.0f} s)", flush=True)
         site_rows = [r for r in rows if r["site"] == site]
         _plot(site, site_rows, out_dir / f"{site}.png")
         summary[site] = _summarise(site, site_rows, len(training), args.target, da_steps,
                                    {v: label("source_only", v) for v in variants},
                                    {v: label("da", v) for v in variants})
+    summary["estimate_vs_dice"] = _estimate_correlation(rows, summary)
     csv_path = out_dir / "label_efficiency.csv"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -352,6 +363,22 @@ def main() -> None:
                                          if isinstance(v, (int, float)) and v == v})
     print(f"\nfinished in {(time.perf_counter() - start) / 60:.1f} min; CSV, plots, summary: {out_dir} "
           f"(and MLflow run 'label-efficiency' in {ws.tracking_uri})")
+
+
+def _estimate_correlation(rows: list[dict], summary: dict) -> dict[str, float]:
+    """Spearman rank correlation between the label-free estimate and the true Dice, over every
+    model the benchmark evaluated (per site and pooled)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    scored = [r for r in rows if r["estimated"] == r["estimated"]]
+    for site in [*summary, "all"]:
+        pick = [r for r in scored if site == "all" or r["site"] == site]
+        if len(pick) >= 3:
+            out[site] = float(spearmanr([r["estimated"] for r in pick], [r["dice"] for r in pick]).statistic)
+    print("\nlabel-free quality estimate vs true test Dice (Spearman, over every evaluated model): " +
+          ", ".join(f"{site} {rho:.2f}" for site, rho in out.items()))
+    return out
 
 
 def _code() -> str:
@@ -378,7 +405,7 @@ def _summarise(site: str, rows: list[dict], n_all: int, target: float, da_steps:
           f"goal {target:.0%} of oracle = {goal:.3f}")
     ks = sorted({r["k"] for r in rows if r["method"] in methods})
     width = max(len(m) for m in methods) + 2
-    print(f"  mean test Dice by k: {'':<{width - 19}}" + "".join(f"{k:>7}" for k in ks))
+    print(f"  {'mean test Dice by k:':<{width}}" + "".join(f"{k:>7}" for k in ks))
     for method in methods:
         c = curve(method)
         print(f"  {method:<{width}}" + "".join(f"{c[k]:>7.3f}" if k in c else f"{'':>7}" for k in ks))

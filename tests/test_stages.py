@@ -110,6 +110,9 @@ def test_composed_adaptation_logs_steps_forgetting_and_negative_transfer(ingeste
     shift = json.loads(open(tracker.client.download_artifacts(parent.info.run_id, "shift/summary.json")).read())
     assert (shift["source"]["site"], shift["target"]["site"]) == ("north", "east")
     assert parent.data.metrics["shift_intensity_w1"] == pytest.approx(shift["intensity_w1"])
+    # beside the true test Dice, the label-free estimate a site without labels would get
+    assert 0 <= run.data.metrics["estimated_agreement"] <= 1 and "estimated_volume_z" in run.data.metrics
+    assert 0 <= run.data.metrics["estimated_dice"] <= 1
 
 
 def test_zero_labels_adapts_with_coral_and_has_no_scratch_baseline(ingested, tracker):

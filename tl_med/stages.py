@@ -39,6 +39,7 @@ from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import build_network, resolve_device
 from tl_med.plots import learning_curve, overlays
 from tl_med.progress import activity
+from tl_med.quality import estimate_quality, label_volumes_ml
 from tl_med.shift import shift_figure, shift_summary
 from tl_med.tracking import Tracker, code_version, registered_model_name
 from tl_med.train import EpochLog, FitResult, fit, seed_everything
@@ -306,6 +307,7 @@ class _SiteJob:
     source_spec: ModelSpec | None
     checkpoints: Path
     parent: str
+    source_volumes: tuple[float, float] | None = None  # source label volumes (mL): mean, sd
 
     def child(self, strategy: str, pretrained: str | None = None) -> AbstractContextManager[str]:
         """A child run of the site's parent run."""
@@ -321,6 +323,16 @@ class _SiteJob:
         return _dice_on(self.ctx, model, self.source_test, self.source_spec,
                         f"forgetting {self.site}: source test split {when} adapting")
 
+    def log_estimate(self, run_id: str, model: torch.nn.Module, spec: ModelSpec) -> dict[str, float]:
+        """The label-free quality estimate (tl_med.quality) on the target test images, beside the
+        true test Dice, so reviewers learn how far to trust it where no labels exist."""
+        predictor = Predictor(model, spec, resolve_device(self.ctx.cfg.device))
+        images = [{k: v for k, v in it.items() if k != "label"} for it in self.splits["test"]]
+        summary = estimate_quality(predictor, images, self.source_volumes).summary()
+        self.ctx.tracker.log_metrics(run_id, {f"estimated_{k}" if k != "estimated_dice" else k: v
+                                              for k, v in summary.items() if k != "n_cases"})
+        return summary
+
 
 @dataclass(frozen=True)
 class _Adapted:
@@ -331,6 +343,12 @@ class _Adapted:
     package: str
     forgetting: float | None
     negative: str
+
+
+def _source_volumes(source_manifest: Path | None) -> tuple[float, float] | None:
+    """Mean and sd of the source's training label volumes (mL), for the quality estimate."""
+    items = datalist(source_manifest, "training") if source_manifest else []
+    return label_volumes_ml(items) if len(items) >= 2 else None
 
 
 def _log_shift(job: _SiteJob, source_manifest: Path) -> None:
@@ -350,6 +368,7 @@ def _source_only(job: _SiteJob) -> tuple[dict[str, float], float | None]:
         model = build_network(job.ctx.cfg.network)
         transfer_weights(model, job.state)
         metrics = _evaluate(job.ctx, run_id, model, job.splits["test"], job.target_spec).summary()
+        job.log_estimate(run_id, model, job.target_spec)
         return metrics, job.source_dice(model, "before")
 
 
@@ -388,6 +407,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
             _log_fit(tracker, run_id, outcome.fit)
         spec = _spec(ctx, job.site, job.manifest_path, outcome.landmarks)
         metrics = _evaluate(ctx, run_id, model, job.splits["test"], spec).summary()
+        job.log_estimate(run_id, model, spec)
         source_after = job.source_dice(model, "after")
         forgetting = None if source_before is None or source_after is None else source_before - source_after
         negative = _negative_transfer(metrics["dice"], source_only, scratch, ac.negative_transfer_margin)
@@ -460,7 +480,8 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                                                         pretrained_source=pretrained)) as parent:
         job = _SiteJob(ctx, site, manifest_path, pretrained, splits, state,
                        datalist(source_manifest, "test") if source_manifest else [],
-                       _spec(ctx, site, manifest_path), source_spec, ckpt, parent)
+                       _spec(ctx, site, manifest_path), source_spec, ckpt, parent,
+                       _source_volumes(source_manifest))
         job.setup(parent, strategy=label, pretrained_source=pretrained)
         if source_manifest:
             _log_shift(job, source_manifest)
