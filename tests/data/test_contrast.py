@@ -46,3 +46,24 @@ def test_contrast_randomisation_leaves_a_share_of_patches_in_the_source_contrast
     changed = sum(not torch.equal(chain({"image": _image()})["image"], _image()) for _ in range(200))
     # half go through the strong chain, of which about 17 % come out unchanged (no sub-transform fired)
     assert 70 < changed < 130
+
+
+def test_label_intensity_moves_the_organ_within_the_patch_range_and_keeps_its_texture():
+    from tl_med.data.contrast import RandLabelIntensityd
+
+    image = _image()
+    label = torch.zeros_like(image)
+    label[:, 10:14, 10:14, 10:14] = 1  # a bright corner of the ramp
+    inside = label > 0
+    levels = set()
+    for seed in range(6):
+        out = RandLabelIntensityd(keys="image", prob=1.0).set_random_state(seed)({"image": image, "label": label})
+        moved = out["image"]
+        assert torch.equal(moved[~inside], image[~inside])  # the rest is untouched
+        texture = moved[inside] - image[inside]
+        assert torch.allclose(texture, texture[0].expand_as(texture))  # one shift: the texture is kept
+        assert 0.04 <= float(moved[inside].mean()) <= 0.96
+        levels.add(round(float(moved[inside].mean()), 2))
+    assert len(levels) >= 4 and min(levels) < float(image[inside].mean()) - 0.2  # darker and brighter levels
+    unlabelled = RandLabelIntensityd(keys="image", prob=1.0)({"image": image})  # no label: unchanged
+    assert torch.equal(unlabelled["image"], image)

@@ -10,6 +10,9 @@ texture carry the decision:
   inspired single-source domain generalization for medical image segmentation", IEEE TMI 2022):
   a shallow convolutional network with freshly drawn random weights per sample maps the image to a
   new contrast, rescaled to the input's norm and blended with it;
+* :class:`RandLabelIntensityd`: the labelled organ moved to a random intensity level of its
+  patch (SynthSeg/SLAug-style per-label intensities), so "brighter than its surroundings" is
+  never a reliable cue;
 * with MONAI's ``RandAdjustContrastd`` (gamma) and ``RandHistogramShiftd`` (a random monotone
   intensity curve) in :func:`contrast_augmentation`.
 
@@ -32,7 +35,7 @@ from monai.config import KeysCollection
 from monai.transforms import (Compose, Identityd, MapTransform, OneOf, RandAdjustContrastd, RandHistogramShiftd,
                               Randomizable)
 
-__all__ = ["RandInvertIntensityd", "RandGINd", "contrast_augmentation"]
+__all__ = ["RandInvertIntensityd", "RandGINd", "RandLabelIntensityd", "contrast_augmentation"]
 
 
 class RandInvertIntensityd(Randomizable, MapTransform):
@@ -99,7 +102,38 @@ class RandGINd(Randomizable, MapTransform):
         return d
 
 
-def contrast_augmentation(prob: float = 0.5) -> list:
+class RandLabelIntensityd(Randomizable, MapTransform):
+    """With probability ``prob``, move the labelled structure's intensities to a random level of
+    the patch's own range (between its 5th and 95th percentiles), keeping their texture: the
+    organ may be brighter or darker than what surrounds it, as between CT phases or MR weightings
+    (the per-label intensity randomisation of SynthSeg and SLAug, for one label). Needs the label."""
+
+    def __init__(self, keys: KeysCollection, label_key: str = "label", prob: float = 0.3) -> None:
+        MapTransform.__init__(self, keys)
+        self.label_key, self.prob = label_key, prob
+        self._do, self._level = False, 0.5
+
+    def randomize(self, data: Any = None) -> None:
+        self._do = self.R.random_sample() < self.prob
+        self._level = float(self.R.random_sample())
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do or self.label_key not in d:
+            return d
+        inside = torch.as_tensor(d[self.label_key]) > 0
+        if not bool(inside.any()):
+            return d
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+            lo, hi = torch.quantile(image.float().flatten(), torch.tensor([0.05, 0.95])).tolist()
+            shift = lo + self._level * (hi - lo) - float(image[inside].float().mean())
+            d[key] = torch.where(inside, image + shift, image)
+        return d
+
+
+def contrast_augmentation(prob: float = 0.75) -> list:
     """Strong contrast randomisation for a share ``prob`` of training patches (see the module
     docstring); the rest keep the source's contrast, so the source site is still learnt as well."""
     strong = Compose([
@@ -107,5 +141,6 @@ def contrast_augmentation(prob: float = 0.5) -> list:
         RandHistogramShiftd(keys="image", num_control_points=(5, 10), prob=0.3),
         RandAdjustContrastd(keys="image", gamma=(0.5, 2.0), prob=0.3),
         RandInvertIntensityd(keys="image", prob=0.3),
+        RandLabelIntensityd(keys="image", prob=0.6),
     ])
     return [OneOf([strong, Identityd(keys="image")], weights=[prob, 1 - prob])]
