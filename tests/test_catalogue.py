@@ -62,3 +62,15 @@ def test_cli_help_lists_every_step_and_strategy():
     assert result.exit_code == 0
     assert all(name in result.output for name in (*STEPS, *STRATEGIES))
     assert STEPS["self_training"].summary in result.output
+
+
+def test_zero_labels_without_steps_runs_the_zero_label_recipe():
+    from tl_med.catalogue import ZERO_LABEL_STEPS
+    from tl_med.cli.common import adapt_steps
+
+    cfg = PipelineConfig.profile("tiny")
+    assert adapt_steps(cfg, None, 0) == ZERO_LABEL_STEPS and set(ZERO_LABEL_STEPS) <= set(STEPS)
+    assert adapt_steps(cfg, "", 0) == () and adapt_steps(cfg, "harmonise", 0) == ("harmonise",)
+    assert adapt_steps(cfg, None, 4) is None and adapt_steps(cfg, None, None) is None
+    configured = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"steps": ("coral",)})})
+    assert adapt_steps(configured, None, 0) is None  # the config's own steps stand

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["StepInfo", "STEPS", "STRATEGIES", "AUGMENTATIONS", "StepName", "StrategyName", "AugmentName",
+__all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "StepName", "StrategyName", "AugmentName",
            "describe", "needs_source", "needs_batch_norm", "adapt_epochs"]
 
 
@@ -50,6 +50,9 @@ STEPS: dict[str, StepInfo] = {
     "tent": StepInfo("entropy minimisation of the norm layers' affine parameters on target images",
                      needs_batch_norm=True),
 }
+
+# what `tl-med adapt --labels 0` runs when no steps are given (README, "Zero target labels")
+ZERO_LABEL_STEPS: tuple[str, ...] = ("self_training",)
 
 STRATEGIES: dict[str, str] = {
     "finetune": "every layer, with layer-wise learning rates lr * layer_decay**depth",

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from tl_med.catalogue import ZERO_LABEL_STEPS
 from tl_med.cli.orchestrator import prepare_prefect
 from tl_med.cli.output import emit_json, numeric_columns, out, print_table, progress_view
 from tl_med.config import PipelineConfig
@@ -48,6 +49,15 @@ def load_config(profile: str, config: Path | None, seed: int | None) -> Pipeline
 
 def parse_steps(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def adapt_steps(cfg: PipelineConfig, text: str | None, labels: int | None) -> tuple[str, ...] | None:
+    """The steps a command asked for (``None``: the config's); with zero labels and no steps
+    anywhere, the zero-label recipe of :data:`tl_med.catalogue.ZERO_LABEL_STEPS`."""
+    chosen = parse_steps(text)
+    if chosen is None and labels == 0 and not cfg.adapt.steps:
+        return ZERO_LABEL_STEPS
+    return chosen
 
 
 def with_adapt(cfg: PipelineConfig, *, norm: str | None = None, **adapt: object) -> PipelineConfig:

@@ -19,14 +19,14 @@ from tl_med.cli.common import (
     SitesOpt,
     VerboseOpt,
     WorkspaceOpt,
+    adapt_steps,
     app,
     console,
     load_config,
-    parse_steps,
     run_pipeline,
     with_adapt,
 )
-from tl_med.catalogue import STEPS, STRATEGIES, describe, needs_batch_norm
+from tl_med.catalogue import STEPS, STRATEGIES, ZERO_LABEL_STEPS, describe, needs_batch_norm
 from tl_med.cli.output import err, progress_view
 from tl_med.errors import TlMedError
 from tl_med.workspace import resolve_workspace
@@ -81,9 +81,11 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
               "--pretrained", help="Where to start: a MONAI bundle folder or .zip, a checkpoint file, or "
               "models:/<name>@<alias> (default: models:/tlmed-<task>-<source site>@challenger).")] = None,
           strategy: Annotated[str, typer.Option(help=f"{describe(STRATEGIES)}.")] = "finetune",
-          steps: Annotated[str, typer.Option(help=f"Comma-separated domain-adaptation steps: {describe(STEPS)} "
-                                                   f"({'/'.join(needs_batch_norm(STEPS))} need a batch-norm "
-                                                   "network: --norm batch).")] = "",
+          steps: Annotated[Optional[str], typer.Option(
+              help=f"Comma-separated domain-adaptation steps: {describe(STEPS)} "
+                   f"({'/'.join(needs_batch_norm(STEPS))} need a batch-norm network: --norm batch). Default: the "
+                   f"config's; with --labels 0 and none configured, {','.join(ZERO_LABEL_STEPS)} (the documented "
+                   "zero-label recipe); --steps '' for none.")] = None,
           labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled target cases to use "
                                                         "(default: all in the training split; 0: none).")] = None,
           norm: Annotated[Optional[str], typer.Option(help="Override network.norm (instance or batch).")] = None,
@@ -96,8 +98,12 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
     from tl_med.sites import load_sites
 
     ws = resolve_workspace(workspace).ensure()
-    cfg = with_adapt(load_config(profile, config, seed), strategy=strategy, steps=parse_steps(steps), n_labelled=labels,
-                      norm=norm)
+    base = load_config(profile, config, seed)
+    chosen = adapt_steps(base, steps, labels)
+    if chosen == ZERO_LABEL_STEPS and steps is None:
+        err.print(f"zero target labels: adapting with the zero-label recipe, steps {','.join(chosen)} "
+                  "(--steps '' for none)", markup=False)
+    cfg = with_adapt(base, strategy=strategy, steps=chosen, n_labelled=labels, norm=norm)
     registry = load_sites(sites, ws.root)
     start = pretrained or f"models:/tlmed-{cfg.task}-{registry.source.name}@challenger"
     run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start, command="adapt", as_json=as_json, verbose=verbose)
