@@ -115,16 +115,20 @@ def test_composed_adaptation_logs_steps_forgetting_and_negative_transfer(ingeste
     assert 0 <= run.data.metrics["estimated_dice"] <= 1
 
 
-def test_zero_labels_adapts_with_coral_and_has_no_scratch_baseline(ingested, tracker):
+@pytest.mark.parametrize("step", ["coral", "mean_teacher"])
+def test_zero_labels_adapts_on_source_labels_and_has_no_scratch_baseline(ingested, tracker, step):
     ws, _ = ingested
-    cfg = _composed_cfg(n_labelled=0, steps=["coral"], epochs=1)
+    cfg = _composed_cfg(n_labelled=0, steps=[step], epochs=1)
     ctx = StageContext(ws=ws, cfg=cfg, tracker=tracker)
     src = pretrain_source(ctx, "north", ws.site_manifest("north"))
     res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=src.weights_uri,
                      source_manifest=ws.site_manifest("north"))
-    assert res.scratch_dice is None and res.strategy == "finetune+coral"
+    assert res.scratch_dice is None and res.strategy == f"finetune+{step}"
     names = {r.info.run_name for r in _all_runs(tracker)}
-    assert "east-scratch" not in names and "east-finetune+coral" in names
+    assert "east-scratch" not in names and f"east-finetune+{step}" in names
+    adapted = tracker.client.get_run(res.adapted_run_id)
+    assert len(tracker.client.get_metric_history(res.adapted_run_id, "train_loss")) == 1  # trained on the source
+    assert adapted.data.metrics["test_dice"] == pytest.approx(res.adapted_dice)
 
 
 def test_negative_transfer_rule():

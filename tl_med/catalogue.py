@@ -38,12 +38,15 @@ class StepInfo:
     extra_round: bool = False
 
 
-# in the order they compose (tl_med.adapt.run): harmonise → train (+ coral) → self-training → adabn → tent
+# in the order they compose (tl_med.adapt.run): harmonise → train (+ coral, mean teacher) → self-training
+# → adabn → tent
 STEPS: dict[str, StepInfo] = {
     "harmonise": StepInfo("histogram standardisation of target intensities to the source's landmarks",
                           needs_source=True),
     "coral": StepInfo("Deep CORAL: train on source and target labels while aligning bottleneck features "
                       "to target images", needs_source=True, trains_on_source=True),
+    "mean_teacher": StepInfo("mean teacher: consistency with an EMA teacher on perturbed target images while "
+                             "training on source and target labels", needs_source=True, trains_on_source=True),
     "self_training": StepInfo("confident pseudo-labels of unlabelled target cases join a second training round",
                               extra_round=True),
     "adabn": StepInfo("batch-norm statistics re-estimated on target images", needs_batch_norm=True),

@@ -139,6 +139,8 @@ class AdaptConfig(FrozenModel):
     l2sp: float = Field(0.0, ge=0)
     ewc: float = Field(0.0, ge=0)
     coral_weight: float = Field(1.0, ge=0)
+    consistency_weight: float = Field(1.0, ge=0)  # mean_teacher
+    teacher_ema: float = Field(0.99, ge=0, lt=1)
     pseudo_threshold: float = Field(0.9, gt=0.5, le=1)
     tent_steps: int = Field(10, ge=1)
     tent_lr: float = Field(1e-4, gt=0)

@@ -2,7 +2,8 @@
 
 :func:`adapt_model` is the whole recipe the config describes, in a fixed order::
 
-    [harmonise] → train (strategy; + L2-SP/EWC; + CORAL) → [self-training round] → [AdaBN] → [TENT]
+    [harmonise] → train (strategy; + L2-SP/EWC; + CORAL; + mean teacher) → [self-training round]
+    → [AdaBN] → [TENT]
 
 It knows nothing about MLflow or Prefect: data come in as item lists and a loader factory, and
 progress goes out through ``on_epoch``.
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from monai.data import DataLoader
 
+from tl_med.adapt.mean_teacher import MeanTeacherLoss
 from tl_med.adapt.regularisers import EWC, L2SP, fisher_diagonal
 from tl_med.adapt.strategies import build_strategy
 from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
@@ -98,6 +100,13 @@ def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: A
             raise ValueError("coral needs target images")
         losses.append(CoralLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
                                                landmarks=landmarks), device, cfg.coral_weight))
+    if "mean_teacher" in cfg.steps:
+        images = _target_images(data)
+        if not images:
+            raise ValueError("mean_teacher needs target images")
+        losses.append(MeanTeacherLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
+                                                     landmarks=landmarks), device, cfg.consistency_weight,
+                                      ema=cfg.teacher_ema))
     return losses
 
 
