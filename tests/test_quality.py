@@ -35,3 +35,14 @@ def test_a_model_that_agrees_with_itself_and_finds_the_usual_volume_scores_high(
     # agreeing with itself about a volume far from the source's is no evidence of quality
     off = estimate_quality(Predictor(Bright(), _spec(), torch.device("cpu")), unlabelled, (volumes[0] * 10, 5.0))
     assert off.summary()["agreement"] > 0.95 and off.summary()["estimated_dice"] == 0.0
+
+
+class Nothing(Bright):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.ones_like(x), -torch.ones_like(x)], dim=1)
+
+
+def test_a_model_that_finds_nothing_is_not_rated_by_its_self_agreement(tmp_path):
+    item, _ = _case(tmp_path, AXIAL)
+    summary = estimate_quality(Predictor(Nothing(), _spec(), torch.device("cpu")), [item], None).summary()
+    assert summary["agreement"] == 0.0 and summary["estimated_dice"] == 0.0 and summary["volume_z"] != summary["volume_z"]

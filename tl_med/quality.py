@@ -74,8 +74,10 @@ def _foreground(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Foreground Dice; 0 when both are empty: every case is expected to hold the organ (as every
+    source label does), so agreeing about nothing is no evidence of quality."""
     total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    return 0.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def estimate_quality(predictor: Predictor, items: Iterable[dict],
