@@ -3,16 +3,18 @@ inside what the pipeline writes (gzip, Prefect's persisted results) when scannin
 
 from __future__ import annotations
 
-# Distinctive PHI planted in every identifying attribute of every input file.
+# Distinctive PHI planted in every identifying attribute of every input file. The dates lie more than
+# a year apart: de-identification may shift a date back by up to 365 days, and a shifted SeriesDate must
+# not land by chance on the planted StudyDate (it did, once in CI, with a one-day shift).
 PLANTED = {
-    "PatientName": "QXNAME^PLANTED", "PatientID": "QXPID77", "PatientBirthDate": "19170203",
+    "PatientName": "QXNAME^PLANTED", "PatientID": "QXPID77", "PatientBirthDate": "19070203",
     "OtherPatientIDs": "QXOTHERID", "PatientAddress": "QX 12 PLANTED STREET",
     "InstitutionName": "QX PLANTED INSTITUTE", "InstitutionAddress": "QX INSTITUTE ROAD",
     "StationName": "QXSTATION9", "DeviceSerialNumber": "QXSERIAL55", "ReferringPhysicianName": "QXREF^DOCTOR",
     "PerformingPhysicianName": "QXPERF^DOCTOR", "OperatorsName": "QXOPERATOR", "AccessionNumber": "QXACC31",
     "StudyDescription": "QX PLANTED STUDY DESC", "SeriesDescription": "QX PLANTED SERIES DESC",
     "StudyID": "QXSTUDYID", "ImageComments": "QX PLANTED COMMENT", "StudyDate": "19160311",
-    "SeriesDate": "19160312", "AcquisitionDate": "19160313", "ContentDate": "19160314",
+    "SeriesDate": "19180412", "AcquisitionDate": "19200513", "ContentDate": "19220614",
 }
 
 
