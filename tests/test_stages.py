@@ -132,7 +132,7 @@ def test_zero_labels_adapts_on_source_labels_and_has_no_scratch_baseline(ingeste
 
 
 def test_negative_transfer_rule():
-    from tl_med.stages import _negative_transfer
+    from tl_med.stages.adaptation import _negative_transfer
 
     assert _negative_transfer(0.80, 0.10, 0.75, 0.02) == ""
     assert "from-scratch 0.850" in _negative_transfer(0.80, 0.10, 0.85, 0.02)

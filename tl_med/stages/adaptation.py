@@ -1,272 +1,43 @@
-"""Pipeline stages as plain functions: pretrain on the source site, adapt a target site.
+"""The site stage: adapt the pretrained network to one target site beside its honest baselines.
 
-Each stage checks its inputs before it creates anything in MLflow, so bad input leaves no
-half-written run or model version. Flows (``flows/``) call these with paths and ids.
-
-Example:
-    >>> # ctx = StageContext(ws=ws, cfg=PipelineConfig.profile("demo"), tracker=tracker)
-    >>> # src = pretrain_source(ctx, "north", ws.site_manifest("north"))
-    >>> # res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=src.weights_uri)
+:func:`adapt_site` runs, under one parent MLflow run, the named parts of a site's adaptation:
+the shift summary, the source-only baseline, the from-scratch baseline, the adaptation itself
+(strategy and steps, checked for forgetting and negative transfer) and its registration.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
-from monai.data import DataLoader
 
 from tl_med.adapt.run import AdaptData, Loaders, adapt_model
 from tl_med.catalogue import adapt_epochs, needs_source
 from tl_med.checkpoint import Checkpoint
-from tl_med.config import PipelineConfig, TrainConfig, flatten
 from tl_med.data.loaders import loader_factory
-from tl_med.data.transforms import cached_dataset
 from tl_med.errors import InputError
-from tl_med.evaluate import CaseMetrics, Infer
-from tl_med.inference import Predictor, evaluate_native, window_inferer
+from tl_med.inference import Predictor
 from tl_med.manifests import datalist, load_manifest, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
 from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import build_network, resolve_device
-from tl_med.plots import learning_curve, overlays
-from tl_med.progress import activity
 from tl_med.quality import estimate_quality, label_volumes_ml
 from tl_med.shift import shift_figure, shift_summary
-from tl_med.tracking import Tracker, code_version, registered_model_name
-from tl_med.train import EpochLog, FitResult, fit, seed_everything
-from tl_med.workspace import Workspace
+from tl_med.stages.common import (SiteResult, StageContext, check_trainable, checkpoints, dice_on, evaluate, finite,
+                                  input_example, log_fit, log_setup, model_spec, optimizer, run_tags, train, training,
+                                  window)
+from tl_med.tracking import Tracker, registered_model_name
+from tl_med.train import seed_everything
 
-__all__ = ["StageContext", "PretrainResult", "SiteResult", "pretrain_source", "adapt_site", "warm_cache",
-           "check_trainable"]
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """What every stage needs: workspace, config, tracker, and how the run was triggered."""
-
-    ws: Workspace
-    cfg: PipelineConfig
-    tracker: Tracker
-    trigger: str = "manual"
-    flow_run_id: str = ""
-    extra_tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PretrainResult:
-    site: str
-    run_id: str
-    weights_uri: str
-    model_name: str
-    model_version: str
-    test_dice: float
-    test_hd95: float | None = None
-    n_train: int = 0
-    n_test: int = 0
-
-
-@dataclass(frozen=True)
-class SiteResult:
-    site: str
-    source_only_dice: float
-    adapted_dice: float
-    scratch_dice: float | None
-    parent_run_id: str
-    adapted_run_id: str
-    model_name: str
-    model_version: str
-    forgetting: float | None = None
-    negative_transfer: str = ""
-    strategy: str = "finetune"
-    source_only_hd95: float | None = None
-    scratch_hd95: float | None = None
-    adapted_hd95: float | None = None
-    n_labelled: int = 0
-    n_test: int = 0
-    flow_run_id: str = ""
-
-    @property
-    def gain(self) -> float:
-        return self.adapted_dice - self.source_only_dice
-
-
-def _loader(ctx: StageContext, items: list[dict], *, train: bool, batch_size: int = 1) -> DataLoader:
-    make = loader_factory(ctx.ws.cache, ctx.cfg.preprocess, seed=ctx.cfg.seed, augment=ctx.cfg.pretrain.augment)
-    return make(items, train=train, batch_size=batch_size)
-
-
-def warm_cache(ws: Workspace, cfg: PipelineConfig, manifest_path: Path) -> int:
-    """Run the deterministic preprocessing of every case of a site once (fills the disk cache)."""
-    items = [it for split in ("training", "validation", "test", "unlabelled")
-             for it in datalist(manifest_path, split)]
-    ds = cached_dataset(items, cfg.preprocess, ws.cache)
-    for i in range(len(ds)):
-        ds[i]
-    return len(ds)
-
-
-def check_trainable(manifest_path: Path, site: str, n_labelled: int | None = None) -> dict[str, list[dict]]:
-    """Training/validation/test items, refusing (:class:`InputError`) sites that cannot be trained or
-    evaluated. Flows call it for every site before anything is written to MLflow."""
-    splits = {s: datalist(manifest_path, s) for s in ("training", "validation", "test")}
-    if n_labelled is not None:
-        splits["training"] = splits["training"][:n_labelled]
-    if not splits["training"] and n_labelled != 0:
-        raise InputError(f"site '{site}' has no labelled training studies ({manifest_path})")
-    if not splits["test"]:
-        raise InputError(f"site '{site}' has no labelled test studies to evaluate on ({manifest_path})")
-    return splits
-
-
-def _tags(ctx: StageContext, site: str, manifest_path: Path, **more: str) -> dict[str, str]:
-    return {"site": site, "task": ctx.cfg.task, "trigger": ctx.trigger, "code_version": code_version(),
-            "manifest_sha256": manifest_hash(manifest_path), "config_hash": ctx.cfg.config_hash(),
-            "prefect_flow_run_id": ctx.flow_run_id, **ctx.extra_tags, **more}
-
-
-def _log_setup(ctx: StageContext, run_id: str, site: str, manifest_path: Path,
-               params: dict[str, object]) -> None:
-    t = ctx.tracker
-    digest = manifest_hash(manifest_path)
-    t.log_params(run_id, {**flatten(ctx.cfg.model_dump(mode="json")), "site": site,
-                          "manifest_sha256": digest, "code_version": code_version(), **params})
-    t.log_text(run_id, ctx.cfg.to_yaml(), "config/pipeline.yaml")
-    for context in ("train", "validation", "test"):
-        t.log_dataset(run_id, manifest_path, digest, context)
-    report = ctx.ws.reports / site / "ingest-report.json"
-    if report.is_file():  # de-identified: files by keyed ref, reasons without values
-        t.log_text(run_id, report.read_text(), "data/ingest-report.json")
-        summary = json.loads(report.read_text())["summary"]
-        t.log_metrics(run_id, {f"ingest_{k}": float(summary[k]) for k in
-                               ("inputs", "converted", "skipped", "quarantined")})
-
-
-def _epoch_logger(tracker: Tracker, run_id: str) -> Callable[[EpochLog], None]:
-    return lambda log: tracker.log_metrics(run_id, {"train_loss": log.train_loss, "val_dice": log.val_dice,
-                                                    "epoch_seconds": log.seconds}, step=log.epoch)
-
-
-@contextmanager
-def _training(tracker: Tracker, run_id: str, epochs: int) -> Iterator[Callable[[EpochLog], None]]:
-    """The per-epoch callback of one run's training: MLflow metrics plus a progress report."""
-    name = tracker.client.get_run(run_id).info.run_name
-    log_epoch = _epoch_logger(tracker, run_id)
-    with activity(f"train:{run_id}", f"train {name}", total=epochs, unit="epochs") as act:
-        def on_epoch(log: EpochLog) -> None:
-            log_epoch(log)
-            act.advance(loss=log.train_loss, **({"val Dice": log.val_dice} if log.val_dice is not None else {}))
-
-        yield on_epoch
-
-
-def _log_fit(tracker: Tracker, run_id: str, result: FitResult) -> None:
-    """The learning curve and the best epoch of a finished fit."""
-    fig = learning_curve(result.history, tracker.client.get_run(run_id).info.run_name)
-    tracker.log_figure(run_id, fig, "plots/learning_curve.png")
-    plt.close(fig)
-    tracker.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice})
-
-
-@contextmanager
-def _checkpoints(ctx: StageContext, *identity: str) -> Iterator[Path]:
-    """The checkpoint folder of one stage's work, removed once the stage has finished.
-
-    Its name hashes what makes the work the same (site, stage, config, manifest, starting weights,
-    code version), so a retry of the same work resumes and different work starts afresh.
-    """
-    key = hashlib.sha256(json.dumps([ctx.cfg.config_hash(), code_version(), *identity]).encode()).hexdigest()
-    folder = ctx.ws.root / "checkpoints" / key[:16]
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _infer(ctx: StageContext) -> Infer:
-    """Whole preprocessed images through a sliding window of the patch size (validation, pseudo-labels)."""
-    return window_inferer(ctx.cfg.preprocess.patch_size, ctx.cfg.inference)
-
-
-def _train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
-           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, checkpoint: Checkpoint) -> FitResult:
-    val = _loader(ctx, splits["validation"], train=False) if splits["validation"] else None
-    with _training(ctx.tracker, run_id, epochs) as on_epoch:
-        result = fit(model, _loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
-                     epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch, checkpoint=checkpoint,
-                     infer=_infer(ctx))
-    _log_fit(ctx.tracker, run_id, result)
-    return result
-
-
-def _spec(ctx: StageContext, site: str, manifest_path: Path, landmarks: tuple[float, ...] | None = None) -> ModelSpec:
-    """How a model trained for ``site`` on this manifest's data is applied (see tl_med.models.spec)."""
-    manifest = load_manifest(manifest_path)
-    return ModelSpec.from_config(ctx.cfg, task=ctx.cfg.task, site=site, modality=manifest.modality.get("0", "?"),
-                                 labels=dict(manifest.labels), landmarks=landmarks)
-
-
-def _evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict], spec: ModelSpec) -> CaseMetrics:
-    """Test metrics on each image's own grid (whole-image inference, inverted to the acquired
-    grid); logged as ``test_dice``/``test_hd95`` with a per-case CSV and overlays."""
-    name = ctx.tracker.client.get_run(run_id).info.run_name
-    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
-    metrics, shown = evaluate_native(predictor, items, f"evaluate {name}", f"eval:{run_id}")
-    fig = overlays(shown)
-    ctx.tracker.log_figure(run_id, fig, "plots/overlays.png")
-    plt.close(fig)
-    s = metrics.summary()
-    ctx.tracker.log_metrics(run_id, {"test_dice": s["dice"], "test_hd95": s["hd95"]})
-    ctx.tracker.log_text(run_id, metrics.to_csv(), "metrics/test_per_case.csv")
-    return metrics
-
-
-def _input_example(ctx: StageContext) -> np.ndarray:
-    return np.zeros((2, 1, *ctx.cfg.preprocess.patch_size), dtype=np.float32)
-
-
-def _optimizer(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-
-
-def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> PretrainResult:
-    """Train the network on the source site, evaluate it, log it and register it (``challenger``)."""
-    splits = check_trainable(manifest_path, site)
-    tc: TrainConfig = ctx.cfg.pretrain
-    name = registered_model_name(ctx.cfg.task, site)
-    with _checkpoints(ctx, site, "pretrain", manifest_hash(manifest_path)) as ckpt, \
-            ctx.tracker.run(f"pretrain-{site}", tags=_tags(ctx, site, manifest_path, role="source",
-                                                           strategy="pretrain")) as run_id:
-        _log_setup(ctx, run_id, site, manifest_path, {"strategy": "pretrain",
-                                                      "n_train_cases": len(splits["training"])})
-        seed_everything(ctx.cfg.seed)
-        model = build_network(ctx.cfg.network)
-        _train(ctx, run_id, model, splits, _optimizer([{"params": model.parameters()}], tc.lr,
-                                                      tc.weight_decay), tc.epochs, tc.batch_size,
-               Checkpoint(ckpt / "train.pt"))
-        spec = _spec(ctx, site, manifest_path)
-        test = _evaluate(ctx, run_id, model, splits["test"], spec).summary()
-        weights_uri = ctx.tracker.log_state_dict(run_id, model)
-        package = ctx.tracker.log_package(run_id, model, spec)
-        model_uri = ctx.tracker.log_model(run_id, model, _input_example(ctx))
-        version = ctx.tracker.register(
-            model_uri, name, run_id, tags={"test_dice": f"{test['dice']:.4f}", "site": site,
-                                           "manifest_sha256": manifest_hash(manifest_path), "package": package,
-                                           "modality": spec.modality},
-            description=f"Source model for {site}: test Dice {test['dice']:.3f} on {len(splits['test'])} cases.")
-    return PretrainResult(site, run_id, weights_uri, name, version, test["dice"], _finite(test["hd95"]),
-                          len(splits["training"]), len(splits["test"]))
+__all__ = ["adapt_site"]
 
 
 def _child(ctx: StageContext, site: str, manifest_path: Path, strategy: str,
            pretrained: str) -> tuple[str, dict[str, str]]:
-    return f"{site}-{strategy}", _tags(ctx, site, manifest_path, role="target", strategy=strategy,
+    return f"{site}-{strategy}", run_tags(ctx, site, manifest_path, role="target", strategy=strategy,
                                        pretrained_source=pretrained)
 
 
@@ -316,11 +87,11 @@ class _SiteJob:
         return self.ctx.tracker.run(run_name, tags=tags, parent_run_id=self.parent)
 
     def setup(self, run_id: str, **params: object) -> None:
-        _log_setup(self.ctx, run_id, self.site, self.manifest_path,
+        log_setup(self.ctx, run_id, self.site, self.manifest_path,
                    {**params, "n_labelled": len(self.splits["training"])})
 
     def source_dice(self, model: torch.nn.Module, when: str) -> float | None:
-        return _dice_on(self.ctx, model, self.source_test, self.source_spec,
+        return dice_on(self.ctx, model, self.source_test, self.source_spec,
                         f"forgetting {self.site}: source test split {when} adapting")
 
     def log_estimate(self, run_id: str, model: torch.nn.Module, spec: ModelSpec) -> dict[str, float]:
@@ -367,7 +138,7 @@ def _source_only(job: _SiteJob) -> tuple[dict[str, float], float | None]:
     with job.child("source_only") as run_id:
         model = build_network(job.ctx.cfg.network)
         transfer_weights(model, job.state)
-        metrics = _evaluate(job.ctx, run_id, model, job.splits["test"], job.target_spec).summary()
+        metrics = evaluate(job.ctx, run_id, model, job.splits["test"], job.target_spec).summary()
         job.log_estimate(run_id, model, job.target_spec)
         return metrics, job.source_dice(model, "before")
 
@@ -381,10 +152,10 @@ def _from_scratch(job: _SiteJob) -> dict[str, float] | None:
         job.setup(run_id, strategy="scratch")
         seed_everything(ctx.cfg.seed)
         model = build_network(ctx.cfg.network)
-        _train(ctx, run_id, model, job.splits, _optimizer([{"params": model.parameters()}], ctx.cfg.pretrain.lr,
+        train(ctx, run_id, model, job.splits, optimizer([{"params": model.parameters()}], ctx.cfg.pretrain.lr,
                                                           ac.weight_decay),
                ac.epochs, ac.batch_size, Checkpoint(job.checkpoints / "scratch.pt"))
-        return _evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary()
+        return evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary()
 
 
 def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scratch: float | None,
@@ -399,14 +170,14 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
         report = transfer_weights(model, job.state)
         tracker.log_json(run_id, {"transferred": report.transferred, "newly_initialised": report.newly_initialised},
                          "transfer/weights_report.json")
-        with _training(tracker, run_id, adapt_epochs(ac.epochs, ac.steps, len(job.splits["training"]))) as on_epoch:
+        with training(tracker, run_id, adapt_epochs(ac.epochs, ac.steps, len(job.splits["training"]))) as on_epoch:
             outcome = adapt_model(model, job.state, ac, data, _loaders(ctx), resolve_device(ctx.cfg.device),
-                                  on_epoch=on_epoch, checkpoints=job.checkpoints / "adapted", infer=_infer(ctx))
+                                  on_epoch=on_epoch, checkpoints=job.checkpoints / "adapted", infer=window(ctx))
         tracker.log_json(run_id, outcome.info, "adapt/steps.json")
         if outcome.fit is not None:
-            _log_fit(tracker, run_id, outcome.fit)
-        spec = _spec(ctx, job.site, job.manifest_path, outcome.landmarks)
-        metrics = _evaluate(ctx, run_id, model, job.splits["test"], spec).summary()
+            log_fit(tracker, run_id, outcome.fit)
+        spec = model_spec(ctx, job.site, job.manifest_path, outcome.landmarks)
+        metrics = evaluate(ctx, run_id, model, job.splits["test"], spec).summary()
         job.log_estimate(run_id, model, spec)
         source_after = job.source_dice(model, "after")
         forgetting = None if source_before is None or source_after is None else source_before - source_after
@@ -418,7 +189,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
                                   **({"negative_transfer_reason": negative} if negative else {})})
         tracker.log_state_dict(run_id, model)
         package = tracker.log_package(run_id, model, spec)
-        model_uri = tracker.log_model(run_id, model, _input_example(ctx))
+        model_uri = tracker.log_model(run_id, model, input_example(ctx))
     return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative)
 
 
@@ -474,13 +245,13 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     state = load_state(pretrained, ctx.tracker, ctx.ws)
     label = ac.strategy + "".join(f"+{s}" for s in ac.steps)
     data = _adapt_data(ctx, manifest_path, splits, source_manifest)
-    source_spec = _spec(ctx, load_manifest(source_manifest).name, source_manifest) if source_manifest else None
-    with _checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained) as ckpt, \
-            ctx.tracker.run(f"adapt-{site}", tags=_tags(ctx, site, manifest_path, role="target", strategy="parent",
+    source_spec = model_spec(ctx, load_manifest(source_manifest).name, source_manifest) if source_manifest else None
+    with checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained) as ckpt, \
+            ctx.tracker.run(f"adapt-{site}", tags=run_tags(ctx, site, manifest_path, role="target", strategy="parent",
                                                         pretrained_source=pretrained)) as parent:
         job = _SiteJob(ctx, site, manifest_path, pretrained, splits, state,
                        datalist(source_manifest, "test") if source_manifest else [],
-                       _spec(ctx, site, manifest_path), source_spec, ckpt, parent,
+                       model_spec(ctx, site, manifest_path), source_spec, ckpt, parent,
                        _source_volumes(source_manifest))
         job.setup(parent, strategy=label, pretrained_source=pretrained)
         if source_manifest:
@@ -493,14 +264,10 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     return SiteResult(site, source_only, adapted.metrics["dice"], scratch, parent, adapted.run_id,
                       registered_model_name(ctx.cfg.task, site), version, forgetting=adapted.forgetting,
                       negative_transfer=adapted.negative, strategy=label,
-                      source_only_hd95=_finite(source_only_m["hd95"]),
-                      scratch_hd95=_finite(scratch_m["hd95"]) if scratch_m else None,
-                      adapted_hd95=_finite(adapted.metrics["hd95"]), n_labelled=len(splits["training"]),
+                      source_only_hd95=finite(source_only_m["hd95"]),
+                      scratch_hd95=finite(scratch_m["hd95"]) if scratch_m else None,
+                      adapted_hd95=finite(adapted.metrics["hd95"]), n_labelled=len(splits["training"]),
                       n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id)
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 def _champion(tracker: Tracker, name: str, manifest_sha: str) -> tuple[str, float] | None:
@@ -530,13 +297,3 @@ def _summary_markdown(site: str, label: str, n_labelled: int, n_test: int, sourc
               f"- negative transfer: {negative or 'no'}",
               "- promotion: `tl-med approve --site " + site + " --version <v> --approver <name> --reason <why>`"]
     return "\n".join(lines) + "\n"
-
-
-def _dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict], spec: ModelSpec | None,
-             description: str) -> float | None:
-    """Mean test Dice of ``model`` on ``items`` (the source test split, for forgetting), on the
-    images' own grids."""
-    if not items or spec is None:
-        return None
-    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
-    return evaluate_native(predictor, items, description)[0].summary()["dice"]

@@ -1,0 +1,237 @@
+"""What every pipeline stage shares: the stage context and results, input checks, and the run
+helpers (tags, setup logging, training with progress, checkpoints, native-grid evaluation)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from monai.data import DataLoader
+
+from tl_med.checkpoint import Checkpoint
+from tl_med.config import PipelineConfig, flatten
+from tl_med.data.loaders import loader_factory
+from tl_med.data.transforms import cached_dataset
+from tl_med.errors import InputError
+from tl_med.evaluate import CaseMetrics, Infer
+from tl_med.inference import Predictor, evaluate_native, window_inferer
+from tl_med.manifests import datalist, load_manifest, manifest_hash
+from tl_med.models.spec import ModelSpec
+from tl_med.models.zoo import resolve_device
+from tl_med.plots import learning_curve, overlays
+from tl_med.progress import activity
+from tl_med.tracking import Tracker, code_version
+from tl_med.train import EpochLog, FitResult, fit
+from tl_med.workspace import Workspace
+
+__all__ = ["StageContext", "PretrainResult", "SiteResult", "warm_cache", "check_trainable", "loader", "run_tags",
+           "log_setup", "epoch_logger", "training", "log_fit", "checkpoints", "window", "train", "model_spec",
+           "evaluate", "input_example", "optimizer", "finite", "dice_on"]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage needs: workspace, config, tracker, and how the run was triggered."""
+
+    ws: Workspace
+    cfg: PipelineConfig
+    tracker: Tracker
+    trigger: str = "manual"
+    flow_run_id: str = ""
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    site: str
+    run_id: str
+    weights_uri: str
+    model_name: str
+    model_version: str
+    test_dice: float
+    test_hd95: float | None = None
+    n_train: int = 0
+    n_test: int = 0
+
+
+@dataclass(frozen=True)
+class SiteResult:
+    site: str
+    source_only_dice: float
+    adapted_dice: float
+    scratch_dice: float | None
+    parent_run_id: str
+    adapted_run_id: str
+    model_name: str
+    model_version: str
+    forgetting: float | None = None
+    negative_transfer: str = ""
+    strategy: str = "finetune"
+    source_only_hd95: float | None = None
+    scratch_hd95: float | None = None
+    adapted_hd95: float | None = None
+    n_labelled: int = 0
+    n_test: int = 0
+    flow_run_id: str = ""
+
+    @property
+    def gain(self) -> float:
+        return self.adapted_dice - self.source_only_dice
+
+
+def loader(ctx: StageContext, items: list[dict], *, train: bool, batch_size: int = 1) -> DataLoader:
+    make = loader_factory(ctx.ws.cache, ctx.cfg.preprocess, seed=ctx.cfg.seed, augment=ctx.cfg.pretrain.augment)
+    return make(items, train=train, batch_size=batch_size)
+
+
+def warm_cache(ws: Workspace, cfg: PipelineConfig, manifest_path: Path) -> int:
+    """Run the deterministic preprocessing of every case of a site once (fills the disk cache)."""
+    items = [it for split in ("training", "validation", "test", "unlabelled")
+             for it in datalist(manifest_path, split)]
+    ds = cached_dataset(items, cfg.preprocess, ws.cache)
+    for i in range(len(ds)):
+        ds[i]
+    return len(ds)
+
+
+def check_trainable(manifest_path: Path, site: str, n_labelled: int | None = None) -> dict[str, list[dict]]:
+    """Training/validation/test items, refusing (:class:`InputError`) sites that cannot be trained or
+    evaluated. Flows call it for every site before anything is written to MLflow."""
+    splits = {s: datalist(manifest_path, s) for s in ("training", "validation", "test")}
+    if n_labelled is not None:
+        splits["training"] = splits["training"][:n_labelled]
+    if not splits["training"] and n_labelled != 0:
+        raise InputError(f"site '{site}' has no labelled training studies ({manifest_path})")
+    if not splits["test"]:
+        raise InputError(f"site '{site}' has no labelled test studies to evaluate on ({manifest_path})")
+    return splits
+
+
+def run_tags(ctx: StageContext, site: str, manifest_path: Path, **more: str) -> dict[str, str]:
+    return {"site": site, "task": ctx.cfg.task, "trigger": ctx.trigger, "code_version": code_version(),
+            "manifest_sha256": manifest_hash(manifest_path), "config_hash": ctx.cfg.config_hash(),
+            "prefect_flow_run_id": ctx.flow_run_id, **ctx.extra_tags, **more}
+
+
+def log_setup(ctx: StageContext, run_id: str, site: str, manifest_path: Path,
+               params: dict[str, object]) -> None:
+    t = ctx.tracker
+    digest = manifest_hash(manifest_path)
+    t.log_params(run_id, {**flatten(ctx.cfg.model_dump(mode="json")), "site": site,
+                          "manifest_sha256": digest, "code_version": code_version(), **params})
+    t.log_text(run_id, ctx.cfg.to_yaml(), "config/pipeline.yaml")
+    for context in ("train", "validation", "test"):
+        t.log_dataset(run_id, manifest_path, digest, context)
+    report = ctx.ws.reports / site / "ingest-report.json"
+    if report.is_file():  # de-identified: files by keyed ref, reasons without values
+        t.log_text(run_id, report.read_text(), "data/ingest-report.json")
+        summary = json.loads(report.read_text())["summary"]
+        t.log_metrics(run_id, {f"ingest_{k}": float(summary[k]) for k in
+                               ("inputs", "converted", "skipped", "quarantined")})
+
+
+def epoch_logger(tracker: Tracker, run_id: str) -> Callable[[EpochLog], None]:
+    return lambda log: tracker.log_metrics(run_id, {"train_loss": log.train_loss, "val_dice": log.val_dice,
+                                                    "epoch_seconds": log.seconds}, step=log.epoch)
+
+
+@contextmanager
+def training(tracker: Tracker, run_id: str, epochs: int) -> Iterator[Callable[[EpochLog], None]]:
+    """The per-epoch callback of one run's training: MLflow metrics plus a progress report."""
+    name = tracker.client.get_run(run_id).info.run_name
+    log_epoch = epoch_logger(tracker, run_id)
+    with activity(f"train:{run_id}", f"train {name}", total=epochs, unit="epochs") as act:
+        def on_epoch(log: EpochLog) -> None:
+            log_epoch(log)
+            act.advance(loss=log.train_loss, **({"val Dice": log.val_dice} if log.val_dice is not None else {}))
+
+        yield on_epoch
+
+
+def log_fit(tracker: Tracker, run_id: str, result: FitResult) -> None:
+    """The learning curve and the best epoch of a finished fit."""
+    fig = learning_curve(result.history, tracker.client.get_run(run_id).info.run_name)
+    tracker.log_figure(run_id, fig, "plots/learning_curve.png")
+    plt.close(fig)
+    tracker.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice})
+
+
+@contextmanager
+def checkpoints(ctx: StageContext, *identity: str) -> Iterator[Path]:
+    """The checkpoint folder of one stage's work, removed once the stage has finished.
+
+    Its name hashes what makes the work the same (site, stage, config, manifest, starting weights,
+    code version), so a retry of the same work resumes and different work starts afresh.
+    """
+    key = hashlib.sha256(json.dumps([ctx.cfg.config_hash(), code_version(), *identity]).encode()).hexdigest()
+    folder = ctx.ws.root / "checkpoints" / key[:16]
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def window(ctx: StageContext) -> Infer:
+    """Whole preprocessed images through a sliding window of the patch size (validation, pseudo-labels)."""
+    return window_inferer(ctx.cfg.preprocess.patch_size, ctx.cfg.inference)
+
+
+def train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
+           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, checkpoint: Checkpoint) -> FitResult:
+    val = loader(ctx, splits["validation"], train=False) if splits["validation"] else None
+    with training(ctx.tracker, run_id, epochs) as on_epoch:
+        result = fit(model, loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
+                     epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch, checkpoint=checkpoint,
+                     infer=window(ctx))
+    log_fit(ctx.tracker, run_id, result)
+    return result
+
+
+def model_spec(ctx: StageContext, site: str, manifest_path: Path, landmarks: tuple[float, ...] | None = None) -> ModelSpec:
+    """How a model trained for ``site`` on this manifest's data is applied (see tl_med.models.spec)."""
+    manifest = load_manifest(manifest_path)
+    return ModelSpec.from_config(ctx.cfg, task=ctx.cfg.task, site=site, modality=manifest.modality.get("0", "?"),
+                                 labels=dict(manifest.labels), landmarks=landmarks)
+
+
+def evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict], spec: ModelSpec) -> CaseMetrics:
+    """Test metrics on each image's own grid (whole-image inference, inverted to the acquired
+    grid); logged as ``test_dice``/``test_hd95`` with a per-case CSV and overlays."""
+    name = ctx.tracker.client.get_run(run_id).info.run_name
+    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
+    metrics, shown = evaluate_native(predictor, items, f"evaluate {name}", f"eval:{run_id}")
+    fig = overlays(shown)
+    ctx.tracker.log_figure(run_id, fig, "plots/overlays.png")
+    plt.close(fig)
+    s = metrics.summary()
+    ctx.tracker.log_metrics(run_id, {"test_dice": s["dice"], "test_hd95": s["hd95"]})
+    ctx.tracker.log_text(run_id, metrics.to_csv(), "metrics/test_per_case.csv")
+    return metrics
+
+
+def input_example(ctx: StageContext) -> np.ndarray:
+    return np.zeros((2, 1, *ctx.cfg.preprocess.patch_size), dtype=np.float32)
+
+
+def optimizer(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+
+def finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+def dice_on(ctx: StageContext, model: torch.nn.Module, items: list[dict], spec: ModelSpec | None,
+             description: str) -> float | None:
+    """Mean test Dice of ``model`` on ``items`` (the source test split, for forgetting), on the
+    images' own grids."""
+    if not items or spec is None:
+        return None
+    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
+    return evaluate_native(predictor, items, description)[0].summary()["dice"]
