@@ -25,10 +25,12 @@ def registry(tmp_path):
 
 def test_first_approval_then_a_better_one_moves_champion_and_records_everything(registry):
     client, add = registry
-    v1, v2 = add(), add(test_dice="0.85")
+    v1, v2 = add(), add(test_dice="0.85", estimated_dice="0.7712")
     d1 = approve(client, "liver", "east", v1, approver="Dr. A. Chen", reason="overlays reviewed")
-    assert d1.previous_champion == ""
+    assert d1.previous_champion == "" and d1.evidence() == "test Dice 0.800"  # no estimate logged: none shown
     d2 = approve(client, "liver", "east", v2, approver="Dr. B. Osei", reason="better on the same test set")
+    assert (d2.test_dice, d2.estimated_dice) == (0.85, 0.7712)
+    assert d2.evidence() == "test Dice 0.850, estimated 0.771 without labels"
     assert str(client.get_model_version_by_alias("tlmed-liver-east", "champion").version) == v2
     tags = client.get_model_version("tlmed-liver-east", v2).tags
     assert tags["decision"] == "approved" and tags["decided_by"] == "Dr. B. Osei"

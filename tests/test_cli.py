@@ -205,7 +205,7 @@ def test_approve_refusal_and_success_from_the_command_line(workspace):
     for dice, flag in (("0.80", "false"), ("0.90", "true")):
         client.create_model_version("tlmed-liver-east", f"runs:/{run}/model", run_id=run,
                                     tags={"test_dice": dice, "source_only_dice": "0.1", "negative_transfer": flag,
-                                          "manifest_sha256": "m"})
+                                          "manifest_sha256": "m", "estimated_dice": "0.7234"})
     common = ("--site", "east", "--workspace", str(ws.root), "--sites", str(sites_file))
     proc = tl_med("approve", "--version", "2", "--approver", "Dr. A", "--reason", "r", *common)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
@@ -215,5 +215,6 @@ def test_approve_refusal_and_success_from_the_command_line(workspace):
     assert proc.returncode == 2 and "approver name is required" in proc.stderr
     proc = tl_med("approve", "--version", "1", "--approver", "Dr. A", "--reason", "reviewed", *common)
     assert proc.returncode == 0 and "tlmed-liver-east v1 is now champion (was none)" in proc.stdout
+    assert "(test Dice 0.800, estimated 0.723 without labels)" in proc.stdout  # what the approver saw
     proc = tl_med("models", *common)
-    assert proc.returncode == 0 and "champion" in proc.stdout and "Dr. A" in proc.stdout
+    assert proc.returncode == 0 and "champion" in proc.stdout and "Dr. A" in proc.stdout and "0.7234" in proc.stdout

@@ -113,6 +113,8 @@ def test_composed_adaptation_logs_steps_forgetting_and_negative_transfer(ingeste
     # beside the true test Dice, the label-free estimate a site without labels would get
     assert 0 <= run.data.metrics["estimated_agreement"] <= 1 and "estimated_volume_z" in run.data.metrics
     assert 0 <= run.data.metrics["estimated_dice"] <= 1
+    assert float(version.tags["estimated_dice"]) == pytest.approx(run.data.metrics["estimated_dice"], abs=1e-4)
+    assert "estimated without labels" in version.description
 
 
 @pytest.mark.parametrize("step", ["coral", "mean_teacher"])

@@ -49,6 +49,14 @@ class Decision:
     override: str
     at: str
     previous_champion: str
+    test_dice: float | None = None  # the version's own test Dice (labels on its test split)
+    estimated_dice: float | None = None  # the label-free estimate on the same images (tl_med.quality)
+
+    def evidence(self) -> str:
+        """``test Dice 0.812, estimated 0.744 without labels`` (what was known when deciding)."""
+        parts = [f"test Dice {self.test_dice:.3f}" if self.test_dice is not None else "no test Dice",
+                 f"estimated {self.estimated_dice:.3f} without labels" if self.estimated_dice is not None else ""]
+        return ", ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,10 @@ def _float(tags: dict[str, str], key: str) -> float | None:
         return float(tags[key])
     except (KeyError, ValueError):
         return None
+
+
+def _evidence(candidate) -> tuple[float | None, float | None]:
+    return _float(candidate.tags, "test_dice"), _float(candidate.tags, "estimated_dice")
 
 
 def _objections(candidate, champion) -> list[str]:
@@ -148,7 +160,7 @@ def approve(client: MlflowClient, task: str, site: str, version: str, *, approve
                          + " (use --override with a reason to approve anyway)")
     decision = Decision(site, name, str(candidate.version), "approved", approver.strip(), reason.strip(),
                         override.strip() if objections else "", _now(),
-                        "" if champion is None else str(champion.version))
+                        "" if champion is None else str(champion.version), *_evidence(candidate))
     _call(f"could not move {CHAMPION} of {name}", client.set_registered_model_alias, name, CHAMPION,
           decision.version)
     try:
@@ -174,7 +186,7 @@ def reject(client: MlflowClient, task: str, site: str, version: str, *, approver
     candidate = _version(client, name, version)
     champion = _champion(client, name)
     decision = Decision(site, name, str(candidate.version), "rejected", approver.strip(), reason.strip(), "",
-                        _now(), "" if champion is None else str(champion.version))
+                        _now(), "" if champion is None else str(champion.version), *_evidence(candidate))
     _call(f"could not record the rejection of {name} v{version}", _record, client, name, decision,
           None if champion is None else _float(champion.tags, "test_dice"))
     return decision

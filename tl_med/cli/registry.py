@@ -46,9 +46,9 @@ def approve(site: Annotated[str, typer.Option("--site", help="Target site.")],
     client, registry = _registry_client(workspace, sites)
     registry.get(site)
     d = do_approve(client, registry.task, site, version, approver=approver, reason=reason, override=override)
-    console.print(f"{d.model} v{d.version} is now champion (was {('v' + d.previous_champion) if d.previous_champion else 'none'}); "
-                  f"approved by {d.approver} at {d.at}" + (f"; OVERRIDE: {d.override}" if d.override else ""),
-                  markup=False)
+    was = f"v{d.previous_champion}" if d.previous_champion else "none"
+    console.print(f"{d.model} v{d.version} is now champion (was {was}); approved by {d.approver} at {d.at} "
+                  f"({d.evidence()})" + (f"; OVERRIDE: {d.override}" if d.override else ""), markup=False)
 
 
 @app.command()
@@ -63,7 +63,7 @@ def reject(site: Annotated[str, typer.Option("--site", help="Target site.")],
     client, registry = _registry_client(workspace, sites)
     registry.get(site)
     d = do_reject(client, registry.task, site, version, approver=approver, reason=reason)
-    console.print(f"{d.model} v{d.version} rejected by {d.approver} at {d.at}", markup=False)
+    console.print(f"{d.model} v{d.version} rejected by {d.approver} at {d.at} ({d.evidence()})", markup=False)
 
 
 @app.command()
@@ -82,12 +82,13 @@ def models(site: Annotated[Optional[list[str]], typer.Option("--site", help="Sit
                                  "tags": v.tags} for v in versions]})
         return
     table = Table(title=f"Registered site models (task {registry.task})")
-    for h in ("model", "version", "aliases", "test Dice", "source-only", "from-scratch", "forgetting",
+    for h in ("model", "version", "aliases", "test Dice", "estimated", "source-only", "from-scratch", "forgetting",
               "negative transfer", "decision", "by", "reason"):
         table.add_column(h, no_wrap=h not in ("reason",), overflow="fold")
     for row in versions:
         t = row.tags
         table.add_row(row.model, row.version, ", ".join(row.aliases), t.get("test_dice", ""),
+                      t.get("estimated_dice", ""),
                       t.get("source_only_dice", ""), t.get("scratch_dice", ""), t.get("forgetting", ""),
                       t.get("negative_transfer", ""), t.get("decision", "") + (" (override)" if t.get(
                           "decision_override") else ""), t.get("decided_by", ""), t.get("decision_reason", ""))

@@ -114,6 +114,7 @@ class _Adapted:
     package: str
     forgetting: float | None
     negative: str
+    estimated: float  # the label-free quality estimate on the test images (tl_med.quality)
 
 
 def _source_volumes(source_manifest: Path | None) -> tuple[float, float] | None:
@@ -178,7 +179,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
             log_fit(tracker, run_id, outcome.fit)
         spec = model_spec(ctx, job.site, job.manifest_path, outcome.landmarks)
         metrics = evaluate(ctx, run_id, model, job.splits["test"], spec).summary()
-        job.log_estimate(run_id, model, spec)
+        estimated = job.log_estimate(run_id, model, spec)["estimated_dice"]
         source_after = job.source_dice(model, "after")
         forgetting = None if source_before is None or source_after is None else source_before - source_after
         negative = _negative_transfer(metrics["dice"], source_only, scratch, ac.negative_transfer_margin)
@@ -190,7 +191,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
         tracker.log_state_dict(run_id, model)
         package = tracker.log_package(run_id, model, spec)
         model_uri = tracker.log_model(run_id, model, input_example(ctx))
-    return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative)
+    return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative, estimated)
 
 
 def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, scratch: float | None) -> str:
@@ -210,6 +211,7 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, 
     return tracker.register(
         adapted.model_uri, name, adapted.run_id,
         tags={"test_dice": f"{d['dice']:.4f}", "test_hd95": f"{d['hd95']:.2f}",
+              "estimated_dice": f"{adapted.estimated:.4f}",
               "source_only_dice": f"{source_only:.4f}",
               "scratch_dice": "" if scratch is None else f"{scratch:.4f}",
               "forgetting": "" if adapted.forgetting is None else f"{adapted.forgetting:.4f}",
@@ -220,7 +222,8 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, 
               "champion_version": champion[0] if champion else "",
               "champion_test_dice": f"{champion[1]:.4f}" if champion else ""},
         description=(f"{label} from {job.pretrained} on {n_labelled} labelled cases. "
-                     f"Test Dice {d['dice']:.3f} vs source-only {source_only:.3f}"
+                     f"Test Dice {d['dice']:.3f} (estimated without labels {adapted.estimated:.3f}) "
+                     f"vs source-only {source_only:.3f}"
                      + ("" if scratch is None else f" and from-scratch {scratch:.3f}")
                      + f" on the same {n_test} test cases"
                      + (f"; champion v{champion[0]}: {champion[1]:.3f}" if champion else "; no champion yet")
