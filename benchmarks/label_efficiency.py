@@ -22,7 +22,8 @@ reports it: whole-image sliding-window inference, Dice against the label on each
 Sites: the synthetic ``east`` (low-dose CT, hypodense liver) and ``west`` (T2 MR, sagittal);
 ``south`` (T1 MR at 3 T, coronal, strong bias field): held out, nothing in tl_med was tuned on it;
 and ``external``: another CT population converted by **dcm2niix** (not by tl_med) and defined only
-by a decathlon-style datalist of NIfTI pairs, ingested through the datalist path.
+by a decathlon-style datalist of NIfTI pairs, ingested through the datalist path. Or, with
+``--sites-file``, your own sites: any ``sites.yaml`` with a source and targets (see ``common.py``).
 
 Prints, per site, the labels each method needs to reach 95 % of the oracle's Dice and the ratio to
 from-scratch, and how much of the source-only → oracle gap zero target labels recover. Writes a
@@ -35,6 +36,8 @@ Usage::
     python benchmarks/label_efficiency.py --spacing 4 --patch 48 --epochs 20 --seeds 3   # larger settings
     python benchmarks/label_efficiency.py --sites east,west,south --ks 0,1,2,4,all --seeds 3 \
         --methods scratch,finetune,da --pretrain-augment intensity,contrast     # contrast augmentation
+    python benchmarks/label_efficiency.py --sites-file /data/sites.yaml --ks 0,1,4,all --seeds 3 \
+        --workspace /data/tlmed-benchmark                                        # your own sites
 """
 
 from __future__ import annotations
@@ -43,34 +46,24 @@ import argparse
 import csv
 import json
 import math
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (the benchmarks' shared data, settings and runs)
 
 METHODS = ("scratch", "finetune", "feature_extraction", "progressive", "da")
 
 
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workspace", type=Path, help="keep data, cache and MLflow here (default: a temp dir)")
-    ap.add_argument("--sites", default="east,west,external")
+    common.add_options(ap, sites="east,west,external", pretrain_epochs=100)
     ap.add_argument("--ks", default="0,1,2,5,10,20,all")
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=30, help="epochs of --epoch-cases samples per run")
-    ap.add_argument("--epoch-cases", type=int, default=24, help="cases per epoch (the k cases repeated)")
-    ap.add_argument("--spacing", type=float, default=6.0, help="isotropic model spacing (mm)")
-    ap.add_argument("--patch", type=int, default=32, help="cubic training patch and sliding window (voxels)")
-    ap.add_argument("--studies", type=int, default=40, help="studies per target site")
-    ap.add_argument("--spread", type=float, default=3.0,
-                    help="anatomical variation of the liver (1 = the demo's; 3 makes a fixed location prior weak)")
-    ap.add_argument("--pretrain-epochs", type=int, default=100)
     ap.add_argument("--da-steps", default="self_training",
                     help="steps of the 'da' method (self-training did best with zero labels in a short "
                          "exploration of harmonise, adabn, coral and their pairs at east)")
@@ -79,134 +72,6 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--pretrain-augment", default="intensity",
                     help="source model augmentation(s), comma-separated: none, intensity, contrast")
     return ap.parse_args()
-
-
-def _config(args: argparse.Namespace, pretrain_augment: str = "intensity"):
-    from tl_med.config import PipelineConfig
-
-    base = PipelineConfig.profile("demo").model_dump()
-    base["preprocess"].update(spacing=(args.spacing,) * 3, patch_size=(args.patch,) * 3)
-    base["network"].update(norm="batch")  # AdaBN needs batch norm
-    base["pretrain"].update(epochs=args.pretrain_epochs, augment=pretrain_augment)
-    base["adapt"].update(epochs=args.epochs)
-    base["device"] = "cpu"
-    return PipelineConfig.model_validate(base)
-
-
-def _external_site(ws, seed: int, n_studies: int, spread: float) -> Path:
-    """Another CT population, converted by dcm2niix, as a decathlon datalist of NIfTI pairs."""
-    import nibabel as nib
-
-    from tl_med.data.synthetic import SyntheticSite, generate_sites
-
-    raw = ws.root / "external-raw"
-    generate_sites(raw, [SyntheticSite(name="ext", profile="east", n_studies=n_studies, spread=spread)],
-                   seed=seed + 101)
-    dcm2niix = Path(sys.executable).parent / "dcm2niix"
-    out = ws.root / "external"
-    out.mkdir(exist_ok=True)
-    items = []
-    labels = {p.name.removesuffix(".nii.gz"): p for p in (raw / "ext" / "labels").iterdir()}
-    for k, study in enumerate(sorted((raw / "ext" / "dicom").iterdir())):
-        series = study / "series_1"
-        tmp = out / f"tmp{k}"
-        tmp.mkdir(exist_ok=True)
-        subprocess.run([str(dcm2niix), "-z", "y", "-f", "img", "-o", str(tmp), str(series)], check=True,
-                       capture_output=True)
-        import pydicom
-
-        uid = pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True).SeriesInstanceUID
-        image = nib.as_closest_canonical(nib.load(tmp / "img.nii.gz"))
-        label = nib.as_closest_canonical(nib.load(labels[uid]))
-        nib.save(image, out / f"case{k:03d}_img.nii.gz")
-        nib.save(nib.Nifti1Image(label.get_fdata().astype("uint8"), image.affine), out / f"case{k:03d}_seg.nii.gz")
-        shutil.rmtree(tmp)
-        items.append({"image": f"case{k:03d}_img.nii.gz", "label": f"case{k:03d}_seg.nii.gz"})
-    (out / "datalist.json").write_text(json.dumps({"training": items}, indent=1))
-    return out / "datalist.json"
-
-
-def _prepare(args, cfg, ws) -> dict:
-    """Generate and ingest the source and target sites; returns manifest paths by site."""
-    from tl_med.data.synthetic import SyntheticSite, generate_sites
-    from tl_med.ingest.site import ingest_site
-    from tl_med.sites import SiteConfig, SplitSpec
-
-    wanted = args.sites.split(",")
-    synth = [SyntheticSite(name="north", profile="north", n_studies=40, spread=args.spread)]
-    synth += [SyntheticSite(name=s, profile=s, n_studies=args.studies, spread=args.spread)
-              for s in wanted if s in ("east", "west", "south")]
-    generate_sites(ws.incoming, synth, seed=cfg.seed)
-    n_test = 12
-    manifests = {}
-    for spec in synth:
-        split = SplitSpec(n_train=28, n_val=4) if spec.name == "north" else \
-            SplitSpec(n_train=spec.n_studies - n_test - 4, n_val=4)
-        site = SiteConfig(name=spec.name, role="source" if spec.name == "north" else "target",
-                          dicom_dir=ws.incoming / spec.name / "dicom", labels_dir=ws.incoming / spec.name / "labels",
-                          split=split)
-        manifests[spec.name] = ingest_site(site, ws, task="liver").manifest_path
-    if "external" in wanted:
-        datalist = _external_site(ws, cfg.seed, args.studies, args.spread)
-        site = SiteConfig(name="external", datalist=datalist, modality="CT",
-                          split=SplitSpec(n_train=args.studies - n_test - 4, n_val=4))
-        manifests["external"] = ingest_site(site, ws, task="liver").manifest_path
-    return manifests
-
-
-def _window(cfg):
-    from tl_med.inference import window_inferer
-
-    return window_inferer(cfg.preprocess.patch_size, cfg.inference)
-
-
-def _train_scratch(cfg, make, labelled, validation, seed, device):
-    import torch
-
-    from tl_med.models.zoo import build_network
-    from tl_med.train import fit, seed_everything
-
-    seed_everything(seed)
-    model = build_network(cfg.network)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain.lr, weight_decay=cfg.adapt.weight_decay)
-    fit(model, make(labelled, train=True, batch_size=cfg.adapt.batch_size),
-        make(validation, train=False) if validation else None, opt, epochs=cfg.adapt.epochs, device=device,
-        infer=_window(cfg))
-    return model
-
-
-def _run(cfg, make, method, k_items, data, state, seed, device, da_steps):
-    from tl_med.adapt.run import AdaptData, adapt_model
-    from tl_med.inference import Predictor, evaluate_native
-    from tl_med.models.spec import ModelSpec
-    from tl_med.models.pretrained import transfer_weights
-    from tl_med.models.zoo import build_network
-    from tl_med.quality import estimate_quality
-    from tl_med.train import seed_everything
-
-    landmarks = None
-    if method == "scratch":
-        model = _train_scratch(cfg, make, k_items, data["validation"], seed, device)
-    else:
-        seed_everything(seed)
-        model = build_network(cfg.network)
-        transfer_weights(model, state)
-        if method != "source_only":
-            strategy = "finetune" if method == "da" else method
-            steps = da_steps if method == "da" else ()
-            acfg = cfg.adapt.model_copy(update={"strategy": strategy, "steps": steps})
-            outcome = adapt_model(model, state, acfg, AdaptData(
-                labelled=k_items, validation=data["validation"] if k_items else [],
-                unlabelled=data["unlabelled"], source_train=data["source_train"]), make, device,
-                infer=_window(cfg))
-            landmarks = outcome.landmarks
-    spec = ModelSpec.from_config(cfg, task="liver", site="benchmark", modality="CT/MR",
-                                 labels={"0": "background", "1": "liver"}, landmarks=landmarks)
-    predictor = Predictor(model, spec, device)
-    metrics, _ = evaluate_native(predictor, data["test"])
-    images = [{k: v for k, v in it.items() if k != "label"} for it in data["test"]]
-    estimate = estimate_quality(predictor, images, data["source_volumes"]).summary()
-    return metrics.summary()["dice"], estimate["estimated_dice"]
 
 
 def _atlas_dice(make, source_train: list[dict], test: list[dict]) -> float:
@@ -253,20 +118,6 @@ def _plot(site: str, rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _sources(args, ws, tracker, manifests: dict, variants: list[str], start: float) -> dict[str, dict]:
-    """One source model per pretraining augmentation: its weights, by augmentation."""
-    from tl_med.stages import StageContext, pretrain_source
-
-    states = {}
-    for variant in variants:
-        source = pretrain_source(StageContext(ws=ws, cfg=_config(args, variant), tracker=tracker,
-                                              trigger="benchmark"), "north", manifests["north"])
-        states[variant] = tracker.load_state_dict(source.weights_uri)
-        print(f"source model ({variant} augmentation): test Dice {source.test_dice:.3f} at north "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-    return states
-
-
 def main() -> None:
     from tl_med.quiet import silence_known_noise
 
@@ -277,7 +128,6 @@ def main() -> None:
     from tl_med.data.loaders import loader_factory
     from tl_med.manifests import datalist
     from tl_med.models.zoo import resolve_device
-    from tl_med.quality import label_volumes_ml
     from tl_med.tracking import Tracker
     from tl_med.workspace import Workspace
 
@@ -293,26 +143,25 @@ def main() -> None:
     start = time.perf_counter()
     root = args.workspace or Path(tempfile.mkdtemp(prefix="tlmed-labels-"))
     ws = Workspace(root.resolve()).ensure()
-    cfg = _config(args)
+    cfg = common.config(args)
     device = resolve_device(cfg.device)
-    manifests = _prepare(args, cfg, ws)
+    sites = common.prepare(args, cfg, ws)
+    manifests = sites.manifests
     print(f"data ready in {time.perf_counter() - start:.0f} s: " +
           ", ".join(f"{s} ({len(datalist(m, 'training'))} train / {len(datalist(m, 'test'))} test)"
                     for s, m in manifests.items()))
     tracker = Tracker(ws.tracking_uri, "tlmed-benchmarks", ws.mlflow_artifacts)
-    states = _sources(args, ws, tracker, manifests, variants, start)
+    states = common.sources(args, ws, tracker, sites, variants, start)
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
     da_steps = tuple(s for s in args.da_steps.split(",") if s)
     rows: list[dict] = []
     out_dir = ws.root / "label-efficiency"
     out_dir.mkdir(exist_ok=True)
     summary: dict[str, dict] = {}
-    for site in [s for s in args.sites.split(",") if s in manifests]:
+    for site in sites.targets:
         training = datalist(manifests[site], "training")
         labelled_ids = {it["case_id"] for it in training}
-        data = {"validation": datalist(manifests[site], "validation"), "test": datalist(manifests[site], "test"),
-                "source_train": datalist(manifests["north"], "training")}
-        data["source_volumes"] = label_volumes_ml(data["source_train"])
+        data = common.site_data(sites, site)
         ks = sorted({len(training) if k == "all" else min(int(k), len(training)) for k in args.ks.split(",")})
         atlas = _atlas_dice(make, data["source_train"], data["test"])
         rows.append({"site": site, "method": "location_prior", "k": 0, "seed": 0, "dice": atlas,
@@ -334,7 +183,7 @@ def main() -> None:
                 for method in todo:
                     for variant in (variants[:1] if method == "scratch" else variants):
                         t0 = time.perf_counter()
-                        dice, estimated = _run(cfg, make, method, k_items, data, states[variant], seed, device,
+                        dice, estimated = common.run_method(cfg, make, method, k_items, data, states[variant], seed, device,
                                                da_steps)
                         rows.append({"site": site, "method": label(method, variant), "k": k, "seed": seed,
                                      "dice": dice, "estimated": estimated,
@@ -354,7 +203,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    with tracker.run("label-efficiency", tags={"benchmark": "label_efficiency", "code_version": _code()}) as run_id:
+    with tracker.run("label-efficiency", tags={"benchmark": "label_efficiency", "code_version": common.code()}) as run_id:
         tracker.log_params(run_id, {**vars(args), "workspace": str(ws.root)})
         for path in out_dir.iterdir():
             tracker.client.log_artifact(run_id, str(path), "label_efficiency")
@@ -374,17 +223,11 @@ def _estimate_correlation(rows: list[dict], summary: dict) -> dict[str, float]:
     scored = [r for r in rows if r["estimated"] == r["estimated"]]
     for site in [*summary, "all"]:
         pick = [r for r in scored if site == "all" or r["site"] == site]
-        if len(pick) >= 3:
+        if len(pick) >= 3 and len({r["dice"] for r in pick}) > 1 and len({r["estimated"] for r in pick}) > 1:
             out[site] = float(spearmanr([r["estimated"] for r in pick], [r["dice"] for r in pick]).statistic)
     print("\nlabel-free quality estimate vs true test Dice (Spearman, over every evaluated model): " +
           ", ".join(f"{site} {rho:.2f}" for site, rho in out.items()))
     return out
-
-
-def _code() -> str:
-    from tl_med.tracking import code_version
-
-    return code_version()
 
 
 def _summarise(site: str, rows: list[dict], n_all: int, target: float, da_steps: tuple[str, ...],

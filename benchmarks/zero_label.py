@@ -13,17 +13,19 @@ Prints, per site and recipe, mean ± sd test Dice and the share of the source-on
 recovers (``(recipe - source-only of the intensity source) / (oracle - that source-only)``, so that
 a better source model counts as recovery), and the median over sites. Writes a CSV and
 ``summary.json`` and logs them to MLflow (experiment ``tlmed-benchmarks``). Data, grid and training
-settings are those of ``label_efficiency.py`` (its options are accepted here too).
+settings, and ``--sites-file`` for your own sites, are those of ``label_efficiency.py`` (``common.py``).
 
 Usage::
 
     python benchmarks/zero_label.py                            # ~25 min on 2 CPU cores
     python benchmarks/zero_label.py --sites east --seeds 1     # a quick look
     python benchmarks/zero_label.py --recipes none,self_training,mean_teacher,adabn,harmonise
+    python benchmarks/zero_label.py --sites-file /data/sites.yaml --workspace /data/tlmed-zero   # your sites
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import statistics
@@ -34,23 +36,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import label_efficiency as le  # noqa: E402  (same data, grid and training settings)
+import common  # noqa: E402  (the same data, grid and training settings as label_efficiency.py)
 
 
 def _args():
-    ap = le.argparse.ArgumentParser(description=__doc__, formatter_class=le.argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workspace", type=Path, help="keep data, cache and MLflow here (default: a temp dir)")
-    ap.add_argument("--sites", default="east,west,south")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_options(ap, sites="east,west,south", pretrain_epochs=300)
     ap.add_argument("--recipes", default="none,self_training,mean_teacher,mean_teacher+self_training")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pretrain-augment", default="intensity,contrast")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--epoch-cases", type=int, default=24)
-    ap.add_argument("--spacing", type=float, default=6.0)
-    ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--studies", type=int, default=40)
-    ap.add_argument("--spread", type=float, default=3.0)
-    ap.add_argument("--pretrain-epochs", type=int, default=300)
     return ap.parse_args()
 
 
@@ -63,13 +57,11 @@ def main() -> None:
 
     silence_known_noise()
     args = _args()
-    import torch
 
     from tl_med.catalogue import STEPS
     from tl_med.data.loaders import loader_factory
     from tl_med.manifests import datalist
     from tl_med.models.zoo import resolve_device
-    from tl_med.quality import label_volumes_ml
     from tl_med.tracking import Tracker
     from tl_med.workspace import Workspace
 
@@ -81,22 +73,20 @@ def main() -> None:
     start = time.perf_counter()
     root = args.workspace or Path(tempfile.mkdtemp(prefix="tlmed-zero-"))
     ws = Workspace(root.resolve()).ensure()
-    args.ks, args.methods = "0", "da"  # what label_efficiency's helpers read
-    cfg = le._config(args)
+    cfg = common.config(args)
     device = resolve_device(cfg.device)
-    manifests = le._prepare(args, cfg, ws)
+    sites = common.prepare(args, cfg, ws)
+    manifests = sites.manifests
     tracker = Tracker(ws.tracking_uri, "tlmed-benchmarks", ws.mlflow_artifacts)
-    states = le._sources(args, ws, tracker, manifests, variants, start)
+    states = common.sources(args, ws, tracker, sites, variants, start)
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
     rows: list[dict] = []
     summary: dict[str, dict] = {}
-    for site in [s for s in args.sites.split(",") if s in manifests]:
+    for site in sites.targets:
         training = datalist(manifests[site], "training")
-        data = {"validation": datalist(manifests[site], "validation"), "test": datalist(manifests[site], "test"),
-                "source_train": datalist(manifests["north"], "training"),
+        data = {**common.site_data(sites, site),
                 "unlabelled": datalist(manifests[site], "unlabelled") +
                 [{k: v for k, v in it.items() if k != "label"} for it in training]}
-        data["source_volumes"] = label_volumes_ml(data["source_train"])
 
         def record(method: str, variant: str, seed: int, dice: float, estimated: float, t0: float) -> None:
             rows.append({"site": site, "source": variant, "recipe": method, "seed": seed, "dice": dice,
@@ -108,7 +98,7 @@ def main() -> None:
             t0 = time.perf_counter()
             k_items = (training * 2)[:max(args.epoch_cases, len(training))]
             record("oracle (scratch, all labels)", "-", seed,
-                   *le._run(cfg, make, "scratch", k_items, data, None, seed, device, ()), t0)
+                   *common.run_method(cfg, make, "scratch", k_items, data, None, seed, device, ()), t0)
             for variant in variants:
                 for recipe in recipes:
                     if recipe == "none" and seed > 0:
@@ -116,8 +106,8 @@ def main() -> None:
                     t0 = time.perf_counter()
                     steps = () if recipe == "none" else tuple(recipe.split("+"))
                     method = "source_only" if recipe == "none" else "da"
-                    record(recipe, variant, seed, *le._run(cfg, make, method, [], data, states[variant], seed,
-                                                           device, steps), t0)
+                    record(recipe, variant, seed, *common.run_method(cfg, make, method, [], data, states[variant],
+                                                                     seed, device, steps), t0)
         summary[site] = _summarise(site, [r for r in rows if r["site"] == site], variants[0])
     summary["median_recovery"] = _median_recovery(summary)
     summary["estimate_vs_dice"] = _correlation(rows)
@@ -128,7 +118,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    with tracker.run("zero-label", tags={"benchmark": "zero_label", "code_version": le._code()}) as run_id:
+    with tracker.run("zero-label", tags={"benchmark": "zero_label", "code_version": common.code()}) as run_id:
         tracker.log_params(run_id, {**vars(args), "workspace": str(ws.root)})
         for path in out_dir.iterdir():
             tracker.client.log_artifact(run_id, str(path), "zero_label")
@@ -158,7 +148,7 @@ def _correlation(rows: list[dict]) -> dict[str, float]:
     out = {}
     for site in [*dict.fromkeys(r["site"] for r in rows), "all"]:
         pick = [r for r in rows if site in ("all", r["site"])]
-        if len(pick) >= 3:
+        if len(pick) >= 3 and len({r["dice"] for r in pick}) > 1 and len({r["estimated"] for r in pick}) > 1:
             out[site] = float(spearmanr([r["estimated"] for r in pick], [r["dice"] for r in pick]).statistic)
     print("label-free estimate vs true Dice (Spearman): " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()))
     return out
