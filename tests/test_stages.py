@@ -6,6 +6,7 @@ import torch
 from tl_med.errors import InputError
 from tl_med.manifests import load_manifest, write_manifest
 from tl_med.models.pretrained import load_state
+from tl_med.models.zoo import build_network
 from tl_med.stages import StageContext, adapt_site, pretrain_source
 
 
@@ -69,6 +70,11 @@ def test_site_without_labelled_studies_leaves_nothing_in_mlflow(ingested, tiny_c
         adapt_site(ctx, "east", empty, pretrained="runs:/0/weights")
     with pytest.raises(InputError, match="pretrained source"):
         adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=str(tmp_path / "missing.pt"))
+    other = {f"encoder.{k}": v for k, v in build_network(tiny_cfg.network).state_dict().items()}  # another net
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(InputError, match=r"does not fit the network: transferred 0% of the parameters .* "
+                                         r"unexpected \(e.g. encoder.model"):
+        adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=str(tmp_path / "other.pt"))
     assert _all_runs(tracker) == []
     assert tracker.client.search_model_versions("name='tlmed-liver-east'") == []
 

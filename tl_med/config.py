@@ -124,6 +124,9 @@ class AdaptConfig(FrozenModel):
 
     ``n_labelled`` caps the labelled target training cases (``None``: all; ``0``: none, then only
     the steps adapt the model).
+
+    ``min_transfer_share``: the least share of the network's parameters the pretrained weights must
+    fill (same key and shape); below it the site is refused before anything is logged.
     """
 
     strategy: Strategy = "finetune"
@@ -145,6 +148,7 @@ class AdaptConfig(FrozenModel):
     tent_steps: int = Field(10, ge=1)
     tent_lr: float = Field(1e-4, gt=0)
     negative_transfer_margin: float = Field(0.02, ge=0)
+    min_transfer_share: float = Field(0.5, ge=0, le=1)
 
     @field_validator("steps")
     @classmethod

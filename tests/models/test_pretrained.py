@@ -68,6 +68,25 @@ def test_checkpoint_with_module_prefix_and_a_new_head(tmp_path):
     report = transfer_weights(target, load_state(str(path), tracker=None))
     assert set(report.newly_initialised) == {"model.2.conv.weight", "model.2.conv.bias"}  # the new head
     assert "model.0.conv.weight" in report.transferred
+    assert set(report.shape_mismatched) == {"model.2.conv.weight", "model.2.conv.bias"} and not report.missing
+    assert report.shape_mismatched["model.2.conv.bias"] == ((2,), (3,)) and 0.9 < report.share < 1
+    report.require(0.5, "ckpt.pth")  # a new head is fine
+    assert "2 shape-mismatched (model.2.conv.bias: (2,) in the source, (3,) here)" in report.describe()
+
+
+def test_a_source_for_another_network_is_refused_with_what_did_not_match():
+    source = {f"backbone.{k}": v for k, v in build_network(NET).state_dict().items()}
+    source["extra.bias"] = torch.zeros(4)
+    target = build_network(NET)
+    report = transfer_weights(target, source)
+    assert report.share == 0 and not report.transferred and len(report.missing) == len(target.state_dict())
+    assert "extra.bias" in report.unexpected and report.to_json()["unexpected"] == len(source)
+    with pytest.raises(InputError) as err:
+        report.require(0.5, "zoo.pt")
+    assert len(str(err.value).splitlines()) == 1
+    assert str(err.value).startswith("pretrained source zoo.pt does not fit the network: transferred 0% of the "
+                                     "parameters (0 tensors); 0 shape-mismatched, ")
+    assert "unexpected (e.g. backbone." in str(err.value) and "adapt.min_transfer_share" in str(err.value)
 
 
 def test_checkpoint_that_needs_pickle_is_refused(tmp_path):

@@ -14,8 +14,12 @@ Sources (nothing is ever downloaded):
   MedicalNet) is stripped.
 
 Weights are copied by key and shape with ``monai.networks.utils.copy_model_state``; the returned
-:class:`TransferReport` says which layers were transferred and which kept their fresh init (for
-example a new segmentation head with another number of classes).
+:class:`TransferReport` says which tensors were transferred, which exist in both with another
+shape, which the network has and the source lacks (they keep their fresh init, e.g. a new head
+with another number of classes) and which the source has and the network lacks, and the share of
+the network's parameters transferred. :meth:`TransferReport.require` refuses a transfer below a
+minimum share: a source built for another network transfers almost nothing, and silently
+training from a mostly random start is not transfer learning.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import hashlib
 import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,11 +46,49 @@ __all__ = ["TransferReport", "load_state", "transfer_weights"]
 
 @dataclass(frozen=True)
 class TransferReport:
-    transferred: tuple[str, ...]
-    newly_initialised: tuple[str, ...]
+    """What a transfer copied (by key and shape) and what it could not."""
 
-    def summary(self) -> dict[str, int]:
-        return {"transferred": len(self.transferred), "newly_initialised": len(self.newly_initialised)}
+    transferred: tuple[str, ...]
+    newly_initialised: tuple[str, ...]  # in the network, not copied: missing or shape-mismatched
+    shape_mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    unexpected: tuple[str, ...] = ()  # in the source only
+    share: float = 1.0  # of the network's parameter elements that were transferred
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(k for k in self.newly_initialised if k not in self.shape_mismatched)
+
+    def summary(self) -> dict[str, float]:
+        return {"transferred": len(self.transferred), "newly_initialised": len(self.newly_initialised),
+                "shape_mismatched": len(self.shape_mismatched), "missing": len(self.missing),
+                "unexpected": len(self.unexpected), "share": round(self.share, 4)}
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.summary(), "transferred_keys": list(self.transferred), "missing_keys": list(self.missing),
+                "unexpected_keys": list(self.unexpected),
+                "shape_mismatched_keys": {k: {"source": list(a), "network": list(b)}
+                                          for k, (a, b) in self.shape_mismatched.items()}}
+
+    def describe(self) -> str:
+        """``transferred 98 % of the parameters (40 tensors); 2 shape-mismatched (model.2.conv.weight
+        (2, 16, 3, 3, 3) in the source, (3, 16, 3, 3, 3) here), 0 missing, 0 unexpected``"""
+        def first(keys: tuple[str, ...]) -> str:
+            return f" (e.g. {keys[0]})" if keys else ""
+
+        mismatch = ""
+        if self.shape_mismatched:
+            key, (src, net) = next(iter(self.shape_mismatched.items()))
+            mismatch = f" ({key}: {tuple(src)} in the source, {tuple(net)} here)"
+        return (f"transferred {self.share:.0%} of the parameters ({len(self.transferred)} tensors); "
+                f"{len(self.shape_mismatched)} shape-mismatched{mismatch}, {len(self.missing)} missing"
+                f"{first(self.missing)}, {len(self.unexpected)} unexpected{first(self.unexpected)}")
+
+    def require(self, min_share: float, source: str) -> None:
+        """Raise :class:`InputError` (one line naming the source and the mismatch) below ``min_share``."""
+        if self.share < min_share:
+            raise InputError(f"pretrained source {source} does not fit the network: {self.describe()}; "
+                             f"at least {min_share:.0%} is required (adapt.min_transfer_share). Check "
+                             "network.* against the source's architecture")
 
 
 def _registered_run_uri(source: str, tracker: Tracker) -> str:
@@ -133,6 +175,14 @@ def load_state(source: str, tracker: Tracker, ws: "Workspace | None" = None) -> 
 
 
 def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> TransferReport:
-    """Copy matching (same key, same shape) tensors into ``model`` in place."""
+    """Copy matching (same key, same shape) tensors into ``model`` in place; report the rest."""
+    own = model.state_dict()
     _, updated, unchanged = copy_model_state(model, state, inplace=True)
-    return TransferReport(tuple(updated), tuple(unchanged))
+    mismatched = {k: (tuple(state[k].shape), tuple(own[k].shape)) for k in unchanged
+                  if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)}
+    copied = set(updated)
+    params = dict(model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    share = sum(p.numel() for k, p in params.items() if k in copied) / total if total else 1.0
+    return TransferReport(tuple(updated), tuple(unchanged), mismatched,
+                          tuple(k for k in state if k not in own), share)

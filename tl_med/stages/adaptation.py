@@ -24,6 +24,7 @@ from tl_med.manifests import datalist, load_manifest, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
 from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import build_network, resolve_device
+from tl_med.progress import note
 from tl_med.quality import estimate_quality, label_volumes_ml
 from tl_med.shift import shift_figure, shift_summary
 from tl_med.stages.common import (SiteResult, StageContext, check_trainable, checkpoints, dice_on, evaluate, finite,
@@ -169,8 +170,11 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
         seed_everything(ctx.cfg.seed)
         model = build_network(ctx.cfg.network)
         report = transfer_weights(model, job.state)
-        tracker.log_json(run_id, {"transferred": report.transferred, "newly_initialised": report.newly_initialised},
-                         "transfer/weights_report.json")
+        tracker.log_json(run_id, report.to_json(), "transfer/weights_report.json")
+        tracker.log_metrics(run_id, {"transfer_share": report.share,
+                                     "transfer_shape_mismatched": len(report.shape_mismatched),
+                                     "transfer_missing": len(report.missing),
+                                     "transfer_unexpected": len(report.unexpected)})
         with training(tracker, run_id, adapt_epochs(ac.epochs, ac.steps, len(job.splits["training"]))) as on_epoch:
             outcome = adapt_model(model, job.state, ac, data, _loaders(ctx), resolve_device(ctx.cfg.device),
                                   on_epoch=on_epoch, checkpoints=job.checkpoints / "adapted", infer=window(ctx))
@@ -246,6 +250,9 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     if (needs_source(ac.steps) or ac.ewc > 0) and source_manifest is None:
         raise InputError(f"adapt.steps/ewc of site '{site}' need the source site's manifest")
     state = load_state(pretrained, ctx.tracker, ctx.ws)
+    transfer = transfer_weights(build_network(ctx.cfg.network), state)
+    transfer.require(ac.min_transfer_share, pretrained)  # before any run exists
+    note(f"{site}: {transfer.describe()}")
     label = ac.strategy + "".join(f"+{s}" for s in ac.steps)
     data = _adapt_data(ctx, manifest_path, splits, source_manifest)
     source_spec = model_spec(ctx, load_manifest(source_manifest).name, source_manifest) if source_manifest else None
