@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tl_med.adapt import run as adapt_run
 from tl_med.adapt.strategies import BUILDERS, build_strategy
-from tl_med.catalogue import AUGMENTATIONS, STEPS, STRATEGIES, adapt_epochs, needs_batch_norm, needs_source
+from tl_med.catalogue import AUGMENTATIONS, NETWORKS, STEPS, STRATEGIES, adapt_epochs, needs_batch_norm, needs_source
 from tl_med.cli import app
 from tl_med.config import AdaptConfig, PipelineConfig
 from tl_med.data.transforms import augmentation
@@ -36,7 +36,9 @@ def test_config_sites_and_the_retrain_flow_accept_exactly_the_catalogue():
 
 
 def test_every_catalogued_name_has_an_implementation():
-    assert set(BUILDERS) == set(STRATEGIES)
+    from tl_med.models import zoo
+
+    assert set(BUILDERS) == set(STRATEGIES) and set(zoo.BUILDERS) == set(NETWORKS)
     for strategy in STRATEGIES:
         assert build_strategy(AdaptConfig(strategy=strategy)).name == strategy
     source = inspect.getsource(adapt_run.adapt_model) + inspect.getsource(adapt_run._extra_losses)

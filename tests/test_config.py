@@ -36,3 +36,26 @@ def test_yaml_roundtrip_and_errors_name_file_and_field(tmp_path: Path):
 def test_flatten_gives_dotted_params():
     flat = flatten(PipelineConfig.profile("demo").model_dump(mode="json"))
     assert flat["adapt.lr"] == 1e-3 and flat["preprocess.patch_size"] == "[48, 48, 48]"
+
+
+@pytest.mark.parametrize("network, preprocess, words", [
+    ({"name": "AttentionUnet"}, {}, "AttentionUnet is built with batch norm only: set network.norm: batch"),
+    ({"name": "SwinUNETR", "channels": [12], "strides": []}, {"patch_size": [48, 48, 48]},
+     "preprocess.patch_size [48, 48, 48] must be divisible by 32 for network SwinUNETR"),
+    ({"name": "SwinUNETR", "channels": [16], "strides": []}, {"patch_size": [64, 64, 64]},
+     "SwinUNETR needs channels[0] to be a multiple of 12"),
+    ({"name": "DynUNet", "strides": [2, 2]}, {}, "DynUNet needs one stride per level after the first"),
+    ({"name": "ResNet50"}, {}, "Input should be 'UNet', 'DynUNet', 'SegResNet', 'AttentionUnet' or 'SwinUNETR'"),
+])
+def test_a_network_that_does_not_fit_its_patches_or_norm_is_refused_by_name(network, preprocess, words):
+    base = PipelineConfig.profile("demo").model_dump(mode="json")
+    base["network"].update(network)
+    base["preprocess"].update(preprocess)
+    with pytest.raises(ValidationError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        PipelineConfig.model_validate(base)
+    for name, extra in (("DynUNet", {}), ("SegResNet", {}), ("AttentionUnet", {"norm": "batch"}),
+                        ("SwinUNETR", {"channels": [12], "strides": []})):
+        base = PipelineConfig.profile("demo").model_dump(mode="json")
+        base["network"].update({"name": name, **extra})
+        base["preprocess"]["patch_size"] = [64, 64, 64] if name == "SwinUNETR" else [48, 48, 48]
+        assert PipelineConfig.model_validate(base).network.name == name

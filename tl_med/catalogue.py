@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "StepName", "StrategyName", "AugmentName",
-           "describe", "needs_source", "needs_batch_norm", "adapt_epochs"]
+__all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "NetworkInfo", "NETWORKS", "StepName",
+           "StrategyName", "AugmentName", "NetworkName", "describe", "patch_divisor", "needs_source", "needs_batch_norm", "adapt_epochs"]
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,53 @@ AUGMENTATIONS: dict[str, str] = {
     "contrast": "intensity plus contrast randomisation (GIN, histogram shift, gamma, inversion)",
 }
 
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A ``monai.networks.nets`` segmentation network (its builder: :mod:`tl_med.models.zoo`).
+
+    ``network.channels`` and ``network.strides`` mean what the summary says; ``batch_norm_only``:
+    MONAI builds it with batch norm whatever ``network.norm`` says; ``fixed_divisor``: patches must
+    be divisible by it (otherwise by the product of the strides)."""
+
+    summary: str
+    batch_norm_only: bool = False
+    fixed_divisor: int | None = None
+    feature_multiple: int = 1  # network.channels[0] must be a multiple of it
+
+
+# the layer groups every strategy and step uses are derived from each network's own structure
+# (tl_med.adapt.blocks), so a network needs no hand-written module paths
+NETWORKS: dict[str, NetworkInfo] = {
+    "UNet": NetworkInfo("MONAI UNet: channels and strides per level, network.num_res_units residual units"),
+    "DynUNet": NetworkInfo("nnU-Net-style dynamic UNet: filters = channels, 3³ kernels, strides per level"),
+    "SegResNet": NetworkInfo("residual encoder-decoder (Myronenko): channels[0] initial filters, one level per "
+                             "channel"),
+    "AttentionUnet": NetworkInfo("UNet with attention gates on its skip connections (batch norm)",
+                                 batch_norm_only=True),
+    "SwinUNETR": NetworkInfo("Swin transformer encoder and CNN decoder: feature size channels[0] (a multiple of "
+                             "12); patches divisible by 32", fixed_divisor=32, feature_multiple=12),
+}
+
+
+def patch_divisor(name: str, channels: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    """What every patch dimension must be divisible by for network ``name``."""
+    info = NETWORKS[name]
+    if info.fixed_divisor:
+        return info.fixed_divisor
+    if name == "SegResNet":
+        return 2 ** (len(channels) - 1)
+    product = 1
+    for s in strides:
+        product *= s
+    return product
+
+
 StepName = Literal[tuple(STEPS)]  # type: ignore[valid-type]
 StrategyName = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
 AugmentName = Literal[tuple(AUGMENTATIONS)]  # type: ignore[valid-type]
+NetworkName = Literal[tuple(NETWORKS)]  # type: ignore[valid-type]
 
 
 def describe(table: dict[str, StepInfo] | dict[str, str]) -> str:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tl_med.catalogue import AugmentName, StepName, StrategyName, needs_batch_norm
+from tl_med.catalogue import NETWORKS, AugmentName, NetworkName, StepName, StrategyName, needs_batch_norm, patch_divisor
 from tl_med.errors import ConfigError
 
 __all__ = [
@@ -71,15 +71,30 @@ class InferenceConfig(FrozenModel):
 
 
 class NetworkConfig(FrozenModel):
-    """A ``monai.networks.nets`` network and its constructor arguments."""
+    """A ``monai.networks.nets`` network (``name``, one of :data:`tl_med.catalogue.NETWORKS`) and the
+    arguments its builder (:mod:`tl_med.models.zoo`) maps onto that network's constructor:
+    ``channels`` per level (SegResNet: ``channels[0]`` initial filters, one level per entry;
+    SwinUNETR: ``channels[0]`` is the feature size) and ``strides`` between levels."""
 
-    name: Literal["UNet"] = "UNet"
+    name: NetworkName = "UNet"
     channels: tuple[int, ...] = (8, 16, 32, 64)
     strides: tuple[int, ...] = (2, 2, 2)
-    num_res_units: int = Field(1, ge=0)
+    num_res_units: int = Field(1, ge=0)  # UNet only
     out_channels: int = Field(2, ge=2)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["instance", "batch"] = "instance"  # AdaBN and TENT need "batch"
+
+    @model_validator(mode="after")
+    def _fits(self) -> "NetworkConfig":
+        info = NETWORKS[self.name]
+        if len(self.strides) != len(self.channels) - 1 and self.name in ("UNet", "DynUNet", "AttentionUnet"):
+            raise ValueError(f"{self.name} needs one stride per level after the first: {len(self.channels)} "
+                             f"channels, {len(self.strides)} strides")
+        if info.batch_norm_only and self.norm != "batch":
+            raise ValueError(f"{self.name} is built with batch norm only: set network.norm: batch")
+        if self.channels[0] % info.feature_multiple:
+            raise ValueError(f"{self.name} needs channels[0] to be a multiple of {info.feature_multiple}")
+        return self
 
 
 def _augment_kind(value: Any) -> Any:
@@ -176,6 +191,11 @@ class PipelineConfig(FrozenModel):
         needs_bn = needs_batch_norm(self.adapt.steps)
         if needs_bn and self.network.norm != "batch":
             raise ValueError(f"adapt.steps {needs_bn} need batch normalisation: set network.norm: batch")
+        n = self.network
+        divisor = patch_divisor(n.name, n.channels, n.strides)
+        if any(p % divisor for p in self.preprocess.patch_size):
+            raise ValueError(f"preprocess.patch_size {list(self.preprocess.patch_size)} must be divisible by "
+                             f"{divisor} for network {n.name}")
         return self
 
     @field_validator("task")

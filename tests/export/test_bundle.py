@@ -79,3 +79,25 @@ def test_an_existing_folder_is_never_overwritten(tmp_path):
     with pytest.raises(FileExistsError):
         export_bundle(_package(tmp_path, None), tmp_path / "bundle", name="n", version="1", source="s")
     assert (tmp_path / "bundle" / "keep.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("name", ["DynUNet", "SegResNet", "AttentionUnet"])
+def test_the_bundle_network_def_builds_the_trained_network_for_every_catalogue_network(tmp_path, name):
+    """MONAI's ConfigParser instantiates the exported network_def, and the weights load strictly."""
+    from monai.bundle import ConfigParser
+
+    from tests.adapt.test_strategies import TINY
+
+    spec = ModelSpec(task="liver", site="east", modality="CT", labels={"0": "background", "1": "liver"},
+                     network=NetworkConfig(name=name, **TINY[name]),
+                     preprocess=PreprocessConfig(spacing=(3.0, 3.0, 4.0), patch_size=(16, 16, 16)))
+    package = save_package(tmp_path / "package", build_network(spec.network), spec)
+    bundle = export_bundle(package, tmp_path / "bundle", name="tlmed-liver-east", version="1", source="test")
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["device"] = "cpu"
+    network = parser.get_parsed_content("network_def")
+    assert type(network).__name__ == name
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True), strict=True)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert f"A MONAI {name} adapted by tl_med" in meta["description"]

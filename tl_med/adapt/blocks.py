@@ -1,67 +1,154 @@
-"""The blocks of a MONAI ``UNet`` in order from input to output, and which ones are the encoder.
+"""A network's layer groups, derived from its own structure: encoder blocks, decoder blocks and the
+head, in order from input to output, so that every strategy (layer-wise rates, freezing,
+progressive unfreezing) and step (CORAL's bottleneck) works on any MONAI network without
+hand-written module paths.
 
-MONAI's UNet nests each level as ``Sequential(down, SkipConnection(next level), up)``, so a
-parameter name such as ``model.1.submodule.2.conv.weight`` reads: level 0 → descend → level 1,
-``up`` layer. Down layers and the bottleneck are the encoder; up layers (the last one is the
-segmentation head) are the decoder.
+How: one probe forward pass (eval mode, no gradient, a zero volume) records the order in which
+the modules that own parameters first run, and the spatial size of every convolution's output.
+Consecutive modules at the same resolution under the same top-level child form a block. The
+encoder ends with the first block at the coarsest resolution (the bottleneck); the blocks after
+it are the decoder; the module that ran last (the output convolution) is the head, together with
+any parameterised module the probe never ran (e.g. deep-supervision heads).
 
 Example:
     >>> from tl_med.config import NetworkConfig
     >>> from tl_med.models.zoo import build_network
-    >>> blocks = unet_blocks(build_network(NetworkConfig(channels=(4, 8, 16), strides=(2, 2))))
-    >>> [b.kind for b in blocks]
-    ['down', 'down', 'bottom', 'up', 'up']
+    >>> blocks = network_blocks(build_network(NetworkConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=0)))
+    >>> [b.label for b in blocks]
+    ['encoder3', 'encoder2', 'decoder1', 'head0']
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+from torch.nn.modules.conv import _ConvNd
 
-__all__ = ["Block", "unet_blocks"]
+__all__ = ["Block", "network_blocks", "bottleneck_module"]
+
+_PROBE_SIZES = (32, 64, 96, 128)
 
 
 @dataclass(frozen=True)
 class Block:
-    """One level's down layer, the bottleneck, or one level's up layer."""
+    """A group of parameters: ``kind`` encoder, decoder or head; ``depth`` counts blocks back from
+    the output (the head is 0); ``modules`` are the owning modules in the order they ran."""
 
-    kind: str  # "down" | "bottom" | "up"
+    kind: str
     depth: int
     names: tuple[str, ...]
+    modules: tuple[str, ...]
+    voxels: int  # spatial size of its feature maps in the probe pass
 
     @property
     def encoder(self) -> bool:
-        return self.kind != "up"
+        return self.kind == "encoder"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}{self.depth}"
 
 
-def _place(name: str) -> tuple[str, int]:
-    tokens = name.split(".")
-    depth = 0
-    i = 0
-    while i < len(tokens):
-        if tokens[i] in ("model", "submodule") and i + 1 < len(tokens):
-            nxt = tokens[i + 1]
-            if nxt == "0":
-                return "down", depth
-            if nxt == "2":
-                return "up", depth
-            if nxt == "1":
-                depth += 1
-                i += 2
-                continue
-            return "bottom", depth
-        i += 1
-    return "bottom", depth
+@dataclass(frozen=True)
+class _Call:
+    module: str
+    voxels: int | None  # None: not a convolution (inherits the resolution it runs at)
 
 
-def unet_blocks(model: torch.nn.Module) -> list[Block]:
-    """Blocks from input to output (down 0..D-1, bottom, up D-1..0); raises for non-UNet layouts."""
-    found: dict[tuple[str, int], list[str]] = {}
-    for name, _ in model.named_parameters():
-        found.setdefault(_place(name), []).append(name)
-    if not any(kind == "up" for kind, _ in found):
-        raise ValueError(f"{type(model).__name__} does not have MONAI UNet's down/up layout")
-    order = {"down": 0, "bottom": 1, "up": 2}
-    ranked = sorted(found, key=lambda k: (order[k[0]], k[1] if k[0] != "up" else -k[1]))
-    return [Block(kind, depth, tuple(found[(kind, depth)])) for kind, depth in ranked]
+def _owners(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    return {name: m for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None}
+
+
+def _probe(model: torch.nn.Module) -> list[_Call]:
+    """Modules owning parameters in the order they first run, with their conv output sizes."""
+    first_conv = next((m for m in model.modules() if isinstance(m, _ConvNd)), None)
+    if first_conv is None:
+        raise ValueError(f"{type(model).__name__} has no convolution: not a segmentation network tl_med can adapt")
+    dims = first_conv.weight.ndim - 2
+    param = next(model.parameters())
+    calls: list[_Call] = []
+    seen: set[str] = set()
+
+    def record(name: str, module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        voxels = int(torch.tensor(output.shape[2:]).prod()) if isinstance(module, _ConvNd) and \
+            isinstance(output, torch.Tensor) else None
+        calls.append(_Call(name, voxels))
+
+    handles = [m.register_forward_hook(partial(record, name)) for name, m in _owners(model).items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for size in _PROBE_SIZES:  # the smallest volume the network accepts
+            calls.clear()
+            seen.clear()
+            try:
+                with torch.no_grad():
+                    model(torch.zeros(1, first_conv.in_channels, *([size] * dims), device=param.device,
+                                      dtype=param.dtype))
+                break
+            except (RuntimeError, ValueError):
+                if size == _PROBE_SIZES[-1]:
+                    raise
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return calls
+
+
+def _blocks(model: torch.nn.Module) -> list[Block]:
+    calls = _probe(model)
+    owners = _owners(model)
+    if not calls:
+        raise ValueError(f"{type(model).__name__}: no parameterised module ran in a forward pass")
+    head_calls = [calls[-1].module] + [n for n in owners if n not in {c.module for c in calls}]
+    runs: list[tuple[int, list[str]]] = []  # (voxels, modules)
+    current = None
+    for call in calls[:-1]:
+        voxels = call.voxels if call.voxels is not None else (current if current is not None else 0)
+        top = call.module.split(".")[0]
+        if not runs or voxels != runs[-1][0] or top != runs[-1][1][-1].split(".")[0]:
+            runs.append((voxels, []))
+        runs[-1][1].append(call.module)
+        current = voxels
+    coarsest = min((v for v, _ in runs if v), default=0)
+    bottleneck = next((k for k, (v, _) in enumerate(runs) if v == coarsest), len(runs) - 1)
+    kinds = ["encoder" if k <= bottleneck else "decoder" for k in range(len(runs))]
+    groups = [(kind, v, mods) for kind, (v, mods) in zip(kinds, runs)] + [("head", current or 0, head_calls)]
+    n = len(groups)
+
+    def params(modules: list[str]) -> tuple[str, ...]:
+        return tuple(f"{m}.{p}" if m else p for m in modules for p, _ in owners[m].named_parameters(recurse=False))
+
+    return [Block(kind, n - 1 - k, params(mods), tuple(mods), v) for k, (kind, v, mods) in enumerate(groups)]
+
+
+_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, list[Block]]" = weakref.WeakKeyDictionary()
+
+
+def network_blocks(model: torch.nn.Module) -> list[Block]:
+    """The blocks of ``model`` from input to output (cached per model); every parameter is in
+    exactly one. Raises ``ValueError`` for a module without convolutions."""
+    if model not in _CACHE:
+        _CACHE[model] = _blocks(model)
+    return _CACHE[model]
+
+
+def bottleneck_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The module whose output is the bottleneck's feature map: the outermost module around the last
+    one to run in the last encoder block that holds no parameter outside that block. What
+    feature-alignment steps such as CORAL compare across domains."""
+    last = [b for b in network_blocks(model) if b.encoder][-1]
+    inside = set(last.names)
+    parts = last.modules[-1].split(".")
+    for k in range(1, len(parts) + 1):
+        module = model.get_submodule(".".join(parts[:k]))
+        if all(f"{'.'.join(parts[:k])}.{n}" in inside for n, _ in module.named_parameters()):
+            return module
+    return model.get_submodule(last.modules[-1])

@@ -94,19 +94,19 @@ def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: A
         fisher = fisher_diagonal(model, loaders(data.source_train, train=False, patches=True), device)
         losses.append(EWC(reference, fisher, cfg.ewc))
         info["ewc_fisher_batches"] = len(data.source_train)
-    if "coral" in cfg.steps:
-        images = _target_images(data)
-        if not images:
-            raise ValueError("coral needs target images")
-        losses.append(CoralLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
-                                               landmarks=landmarks), device, cfg.coral_weight))
-    if "mean_teacher" in cfg.steps:
+    if "mean_teacher" in cfg.steps:  # before CORAL hooks the student: the teacher is a copy without hooks
         images = _target_images(data)
         if not images:
             raise ValueError("mean_teacher needs target images")
         losses.append(MeanTeacherLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
                                                      landmarks=landmarks), device, cfg.consistency_weight,
                                       ema=cfg.teacher_ema))
+    if "coral" in cfg.steps:
+        images = _target_images(data)
+        if not images:
+            raise ValueError("coral needs target images")
+        losses.append(CoralLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
+                                               landmarks=landmarks), device, cfg.coral_weight))
     return losses
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from tl_med.adapt.blocks import Block, unet_blocks
+from tl_med.adapt.blocks import Block, network_blocks
 from tl_med.config import AdaptConfig
 
 __all__ = ["Strategy", "FineTune", "FeatureExtraction", "ProgressiveUnfreeze", "BUILDERS", "build_strategy"]
@@ -55,14 +55,14 @@ class FineTune:
     name: str = "finetune"
 
     def param_groups(self, model: torch.nn.Module) -> list[dict]:
-        blocks = unet_blocks(model)
+        blocks = network_blocks(model)
         groups = []
         for k, block in enumerate(blocks):
             params = _params(model, block)
             for p in params:
                 p.requires_grad_(True)
             groups.append({"params": params, "lr": self.lr * self.layer_decay ** (len(blocks) - 1 - k),
-                           "block": f"{block.kind}{block.depth}"})
+                           "block": block.label})
         return groups
 
     def on_epoch_start(self, epoch: int, model: torch.nn.Module) -> None:
@@ -71,15 +71,15 @@ class FineTune:
 
 @dataclass(frozen=True)
 class FeatureExtraction:
-    """Freeze the encoder (down path and bottleneck): the pretrained features are kept as they
-    are and only the decoder and head learn the new site."""
+    """Freeze the encoder (input to bottleneck, see :mod:`tl_med.adapt.blocks`): the pretrained
+    features are kept as they are and only the decoder and head learn the new site."""
 
     lr: float
     name: str = "feature_extraction"
 
     def param_groups(self, model: torch.nn.Module) -> list[dict]:
         trained = []
-        for block in unet_blocks(model):
+        for block in network_blocks(model):
             for p in _params(model, block):
                 p.requires_grad_(not block.encoder)
                 if not block.encoder:
@@ -101,8 +101,8 @@ class ProgressiveUnfreeze:
     name: str = "progressive"
 
     def param_groups(self, model: torch.nn.Module) -> list[dict]:
-        groups = [{"params": _params(model, b), "lr": self.lr, "block": f"{b.kind}{b.depth}"}
-                  for b in unet_blocks(model)]
+        groups = [{"params": _params(model, b), "lr": self.lr, "block": b.label}
+                  for b in network_blocks(model)]
         self.on_epoch_start(0, model)
         return groups
 
@@ -111,7 +111,7 @@ class ProgressiveUnfreeze:
         return min(n_blocks, 1 + epoch // self.every)
 
     def on_epoch_start(self, epoch: int, model: torch.nn.Module) -> None:
-        blocks = unet_blocks(model)
+        blocks = network_blocks(model)
         keep = self.n_trainable(epoch, len(blocks))
         for k, block in enumerate(blocks):
             for p in _params(model, block):

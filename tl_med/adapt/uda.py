@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from tl_med.adapt.blocks import unet_blocks
+from tl_med.adapt.blocks import bottleneck_module
 
 __all__ = ["adabn", "tent", "CoralLoss", "pseudo_labels", "norm_layers"]
 
@@ -103,10 +103,7 @@ class CoralLoss:
 
     def __init__(self, model: torch.nn.Module, target: Iterable[dict], device: torch.device,
                  weight: float) -> None:
-        bottom = next(b for b in unet_blocks(model) if b.kind == "bottom")
-        tokens = bottom.names[0].split(".")
-        last = len(tokens) - 1 - tokens[::-1].index("submodule")  # the bottleneck module's path
-        self.module = model.get_submodule(".".join(tokens[:last + 1]))
+        self.module = bottleneck_module(model)
         self.target, self.device, self.weight = _cycle(target), device, weight
         self.captured: torch.Tensor | None = None
         self.handle = self.module.register_forward_hook(self._hook)

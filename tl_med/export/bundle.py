@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from tl_med.models.spec import WEIGHTS_FILE, ModelSpec, load_package
+from tl_med.models.zoo import network_arguments
 
 __all__ = ["export_bundle", "SCHEMA_URL", "SCHEMA_FILE", "inference_config", "metadata"]
 
@@ -43,10 +44,8 @@ RAS_LABELS = [["L", "R"], ["P", "A"], ["I", "S"]]
 
 
 def _network(spec: ModelSpec) -> dict[str, Any]:
-    n = spec.network
-    return {"_target_": n.name, "spatial_dims": 3, "in_channels": 1, "out_channels": n.out_channels,
-            "channels": list(n.channels), "strides": list(n.strides), "num_res_units": n.num_res_units,
-            "dropout": n.dropout, "norm": n.norm}
+    """The ``network_def``: the very constructor arguments the pipeline built the network with."""
+    return {"_target_": spec.network.name, **network_arguments(spec.network)}
 
 
 def _intensity(spec: ModelSpec) -> dict[str, Any]:
@@ -129,7 +128,7 @@ def metadata(spec: ModelSpec, *, name: str, version: str, source: str, dice: flo
         "numpy_version": np.__version__, "required_packages_version": _package_versions(),
         "supported_apps": {}, "name": name,
         "task": f"{spec.task} segmentation at site {spec.site} ({spec.modality})",
-        "description": (f"A MONAI UNet adapted by tl_med to site {spec.site}: whole-image sliding-window inference "
+        "description": (f"A MONAI {spec.network.name} adapted by tl_med to site {spec.site}: whole-image sliding-window inference "
                         f"at {spec.preprocess.spacing} mm, masks written on each input's own grid."),
         "authors": "tl_med pipeline", "copyright": "Owned by the hospital network that trained it",
         "data_source": f"de-identified studies of site {spec.site}", "data_type": "nibabel",

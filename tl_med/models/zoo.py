@@ -1,29 +1,78 @@
 """Build ``monai.networks.nets`` networks from a :class:`NetworkConfig`.
 
+One builder per name of :data:`tl_med.catalogue.NETWORKS` maps the config onto that network's own
+constructor arguments (:func:`network_arguments`); the same arguments become a MONAI bundle's
+``network_def`` when a model is exported, so what is trained and what is shipped cannot differ.
+
 Example:
     >>> from tl_med.config import NetworkConfig
     >>> net = build_network(NetworkConfig(channels=(4, 8), strides=(2,)))
     >>> type(net).__name__
     'UNet'
+    >>> network_arguments(NetworkConfig(name="DynUNet", channels=(4, 8), strides=(2,)))["strides"]
+    [1, 2]
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import monai.networks.nets as nets
 import torch
-from monai.networks.nets import UNet
 
 from tl_med.config import NetworkConfig
 
-__all__ = ["build_network", "resolve_device"]
+__all__ = ["BUILDERS", "network_arguments", "build_network", "resolve_device"]
+
+IN_CHANNELS = 1
+
+
+def _unet(c: NetworkConfig) -> dict[str, Any]:
+    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels, "channels": list(c.channels),
+            "strides": list(c.strides), "num_res_units": c.num_res_units, "dropout": c.dropout, "norm": c.norm}
+
+
+def _dynunet(c: NetworkConfig) -> dict[str, Any]:
+    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels,
+            "kernel_size": [3] * len(c.channels), "strides": [1, *c.strides], "upsample_kernel_size": list(c.strides),
+            "filters": list(c.channels), "dropout": c.dropout or None,
+            "norm_name": "batch" if c.norm == "batch" else ["instance", {"affine": True}], "res_block": True}
+
+
+def _segresnet(c: NetworkConfig) -> dict[str, Any]:
+    levels = len(c.channels)
+    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels,
+            "init_filters": c.channels[0], "dropout_prob": c.dropout or None,
+            "norm": ["batch", {}] if c.norm == "batch" else ["instance", {"affine": True}],
+            "blocks_down": [1, 2, 2, 4, 4, 4][:levels], "blocks_up": [1] * (levels - 1)}
+
+
+def _attention_unet(c: NetworkConfig) -> dict[str, Any]:
+    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels,
+            "channels": list(c.channels), "strides": list(c.strides), "dropout": c.dropout}
+
+
+def _swin_unetr(c: NetworkConfig) -> dict[str, Any]:
+    return {"in_channels": IN_CHANNELS, "out_channels": c.out_channels, "feature_size": c.channels[0],
+            "norm_name": c.norm, "drop_rate": c.dropout, "spatial_dims": 3, "use_v2": True}
+
+
+# one builder per name of tl_med.catalogue.NETWORKS (a test holds the two together)
+BUILDERS: dict[str, Callable[[NetworkConfig], dict[str, Any]]] = {
+    "UNet": _unet, "DynUNet": _dynunet, "SegResNet": _segresnet, "AttentionUnet": _attention_unet,
+    "SwinUNETR": _swin_unetr,
+}
+
+
+def network_arguments(cfg: NetworkConfig) -> dict[str, Any]:
+    """The constructor arguments of ``monai.networks.nets.<cfg.name>`` (JSON-serialisable)."""
+    return BUILDERS[cfg.name](cfg)
 
 
 def build_network(cfg: NetworkConfig) -> torch.nn.Module:
     """A 3D segmentation network with one input channel and ``cfg.out_channels`` classes."""
-    if cfg.name == "UNet":
-        return UNet(spatial_dims=3, in_channels=1, out_channels=cfg.out_channels,
-                    channels=cfg.channels, strides=cfg.strides, num_res_units=cfg.num_res_units,
-                    dropout=cfg.dropout, norm=cfg.norm)
-    raise ValueError(f"unknown network '{cfg.name}'")
+    return getattr(nets, cfg.name)(**network_arguments(cfg))
 
 
 def resolve_device(name: str) -> torch.device:
