@@ -214,7 +214,7 @@ def train_scratch(cfg, make, labelled, validation, seed, device):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain.lr, weight_decay=cfg.adapt.weight_decay)
     fit(model, make(labelled, train=True, batch_size=cfg.adapt.batch_size),
         make(validation, train=False) if validation else None, opt, epochs=cfg.adapt.epochs, device=device,
-        infer=window(cfg))
+        infer=window(cfg), loop=cfg.adapt)
     return model
 
 

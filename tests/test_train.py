@@ -4,6 +4,7 @@ from monai.data import DataLoader
 import pytest
 
 from tl_med.checkpoint import Checkpoint
+from tl_med.config import LoopConfig
 from tl_med.data.transforms import cached_dataset
 from tl_med.inference import window_inferer
 from tl_med.manifests import datalist
@@ -11,7 +12,7 @@ from tl_med.models.zoo import build_network
 from tl_med.train import fit, seed_everything
 
 
-def _train_once(ws, cfg, epochs=3, checkpoint=None, on_epoch=None):
+def _train_once(ws, cfg, epochs=3, checkpoint=None, on_epoch=None, loop=None, optimizer=None):
     seed_everything(cfg.seed)
     items = datalist(ws.site_manifest("north"), "training")
     loader = DataLoader(cached_dataset(items, cfg.preprocess, ws.cache, augment="intensity", sample_patches=True),
@@ -19,9 +20,10 @@ def _train_once(ws, cfg, epochs=3, checkpoint=None, on_epoch=None):
     val = DataLoader(cached_dataset(datalist(ws.site_manifest("north"), "validation"), cfg.preprocess, ws.cache))
     model = build_network(cfg.network)
     logs = []
-    result = fit(model, loader, val, torch.optim.AdamW(model.parameters(), lr=1e-2), epochs=epochs,
-                 device=torch.device("cpu"), on_epoch=on_epoch or logs.append, checkpoint=checkpoint,
-                 infer=window_inferer(cfg.preprocess.patch_size, cfg.inference))
+    opt = (optimizer or torch.optim.AdamW)(model.parameters(), lr=1e-2)
+    result = fit(model, loader, val, opt, epochs=epochs, device=torch.device("cpu"),
+                 on_epoch=on_epoch or logs.append, checkpoint=checkpoint,
+                 infer=window_inferer(cfg.preprocess.patch_size, cfg.inference), loop=loop)
     return model, result, logs
 
 
@@ -66,9 +68,12 @@ class Killed(Exception):
     pass
 
 
-def test_a_fit_interrupted_after_an_epoch_resumes_to_the_same_weights(ingested, tiny_cfg, tmp_path):
+@pytest.mark.parametrize("loop", [None, LoopConfig(lr_schedule="cosine", warmup_epochs=1),
+                                  LoopConfig(lr_schedule="plateau", plateau_patience=1, grad_accumulation=2)],
+                         ids=["constant", "cosine", "plateau"])
+def test_a_fit_interrupted_after_an_epoch_resumes_to_the_same_weights(ingested, tiny_cfg, tmp_path, loop):
     ws, _ = ingested
-    straight, straight_result, _ = _train_once(ws, tiny_cfg, epochs=4)
+    straight, straight_result, _ = _train_once(ws, tiny_cfg, epochs=4, loop=loop)
     ckpt = Checkpoint(tmp_path / "fit.pt")
 
     def die_after_epoch_1(log):
@@ -76,12 +81,47 @@ def test_a_fit_interrupted_after_an_epoch_resumes_to_the_same_weights(ingested, 
             raise Killed  # the checkpoint of epoch 1 is already on disk, as after a SIGKILL here
 
     with pytest.raises(Killed):
-        _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=die_after_epoch_1)
+        _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=die_after_epoch_1, loop=loop)
     logs = []
-    resumed, result, _ = _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=logs.append)
+    resumed, result, _ = _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=logs.append, loop=loop)
     assert [log.epoch for log in logs] == [0, 1, 2, 3]  # epochs 0-1 replayed from the checkpoint, 2-3 trained
     assert logs[:2] == result.history[:2] and result.best_epoch == straight_result.best_epoch
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in straight.state_dict().items())
     # the last epoch's checkpoint resumes to nothing left to do ... but the same weights
-    again, _, _ = _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=lambda log: None)
+    again, _, _ = _train_once(ws, tiny_cfg, epochs=4, checkpoint=ckpt, on_epoch=lambda log: None, loop=loop)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in straight.state_dict().items())
+
+
+class _Recording(torch.optim.SGD):
+    """SGD that records each step's learning rate."""
+
+    rates: list[float] = []
+
+    def step(self, closure=None):
+        _Recording.rates.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_warmup_then_cosine_sets_each_epochs_rate_and_accumulation_steps_less_often(ingested, tiny_cfg):
+    ws, _ = ingested
+    _Recording.rates = []
+    loop = LoopConfig(lr_schedule="cosine", warmup_epochs=1, grad_accumulation=2)
+    _train_once(ws, tiny_cfg, epochs=3, loop=loop, optimizer=_Recording)
+    batches = -(-len(datalist(ws.site_manifest("north"), "training")) // 2)  # batch size 2
+    per_epoch = -(-batches // 2)
+    assert batches > 1 and len(_Recording.rates) == 3 * per_epoch  # a step per 2 batches (and a last partial one)
+    assert [r for r in _Recording.rates[::per_epoch]] == pytest.approx([0.5e-2, 1e-2, 0.5e-2])
+
+
+def test_early_stopping_ends_after_its_patience_and_keeps_the_best_weights(ingested, tiny_cfg):
+    ws, _ = ingested
+    flat = lambda image, model: torch.zeros(image.shape[0], 2, *image.shape[2:])  # noqa: E731 - same Dice each epoch
+    seed_everything(0)
+    items = datalist(ws.site_manifest("north"), "training")
+    loader = DataLoader(cached_dataset(items, tiny_cfg.preprocess, ws.cache, sample_patches=True), batch_size=2)
+    val = DataLoader(cached_dataset(datalist(ws.site_manifest("north"), "validation"), tiny_cfg.preprocess, ws.cache))
+    model = build_network(tiny_cfg.network)
+    result = fit(model, loader, val, torch.optim.SGD(model.parameters(), lr=1e-2), epochs=10,
+                 device=torch.device("cpu"), infer=flat, loop=LoopConfig(early_stopping=2))
+    assert len(result.history) == 3 and result.stopped_early == 2 and result.best_epoch == 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.best_state.items())

@@ -24,6 +24,7 @@ from tl_med.catalogue import NETWORKS, AugmentName, NetworkName, StepName, Strat
 from tl_med.errors import ConfigError
 
 __all__ = [
+    "LoopConfig",
     "PROFILES",
     "PreprocessConfig",
     "InferenceConfig",
@@ -106,7 +107,26 @@ def _augment_kind(value: Any) -> Any:
 Augment = Annotated[AugmentName, BeforeValidator(_augment_kind)]
 
 
-class TrainConfig(FrozenModel):
+class LoopConfig(FrozenModel):
+    """How a training loop runs (source pretraining and site adaptation alike).
+
+    ``lr_schedule``: ``constant``, ``cosine`` (annealed to 0 over the epochs after the warm-up) or
+    ``plateau`` (halved after ``plateau_patience`` epochs without a better validation Dice); the
+    first ``warmup_epochs`` ramp the rate up linearly. ``early_stopping``: stop after that many
+    epochs without a better validation Dice (0: never); the best-validation weights are kept
+    either way. ``grad_accumulation``: batches per optimizer step. ``amp``: mixed precision and
+    channels-last memory on CUDA (ignored on the CPU, where results stay bit-for-bit reproducible).
+    """
+
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    plateau_patience: int = Field(5, ge=1)
+    early_stopping: int = Field(0, ge=0)
+    grad_accumulation: int = Field(1, ge=1)
+    amp: bool = True
+
+
+class TrainConfig(LoopConfig):
     """Supervised training of the source model."""
 
     epochs: int = Field(50, ge=1)
@@ -120,7 +140,7 @@ Strategy = StrategyName  # names and descriptions: tl_med.catalogue
 Step = StepName
 
 
-class AdaptConfig(FrozenModel):
+class AdaptConfig(LoopConfig):
     """Adapting the pretrained model to one target site: one strategy plus optional steps.
 
     Strategies (how the labelled target cases train the network):

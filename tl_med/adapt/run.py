@@ -139,7 +139,7 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
                                   extra=extra),
                    validation, optimizer, epochs=epochs, device=device,
                    before_epoch=lambda e: strategy.on_epoch_start(e, model), on_epoch=on_epoch,
-                   extra_losses=losses, infer=infer,
+                   extra_losses=losses, infer=infer, loop=cfg,
                    checkpoint=Checkpoint(checkpoints / f"{phase}.pt") if checkpoints is not None else None)
 
     try:

@@ -155,8 +155,7 @@ def _from_scratch(job: _SiteJob) -> dict[str, float] | None:
         seed_everything(ctx.cfg.seed)
         model = build_network(ctx.cfg.network)
         train(ctx, run_id, model, job.splits, optimizer([{"params": model.parameters()}], ctx.cfg.pretrain.lr,
-                                                          ac.weight_decay),
-               ac.epochs, ac.batch_size, Checkpoint(job.checkpoints / "scratch.pt"))
+                                                         ac.weight_decay), ac, Checkpoint(job.checkpoints / "scratch.pt"))
         return evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary()
 
 

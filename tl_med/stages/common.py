@@ -17,7 +17,7 @@ import torch
 from monai.data import DataLoader
 
 from tl_med.checkpoint import Checkpoint
-from tl_med.config import PipelineConfig, flatten
+from tl_med.config import AdaptConfig, PipelineConfig, TrainConfig, flatten
 from tl_med.data.loaders import loader_factory
 from tl_med.data.transforms import cached_dataset
 from tl_med.errors import InputError
@@ -161,7 +161,9 @@ def log_fit(tracker: Tracker, run_id: str, result: FitResult) -> None:
     fig = learning_curve(result.history, tracker.client.get_run(run_id).info.run_name)
     tracker.log_figure(run_id, fig, "plots/learning_curve.png")
     plt.close(fig)
-    tracker.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice})
+    tracker.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
+                                 **({"stopped_early_epoch": result.stopped_early}
+                                    if result.stopped_early is not None else {})})
 
 
 @contextmanager
@@ -183,12 +185,13 @@ def window(ctx: StageContext) -> Infer:
 
 
 def train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
-           optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, checkpoint: Checkpoint) -> FitResult:
+          optimizer: torch.optim.Optimizer, settings: TrainConfig | AdaptConfig, checkpoint: Checkpoint) -> FitResult:
+    """Supervised training on the splits' labelled cases with ``settings``' epochs, batch size and loop."""
     val = loader(ctx, splits["validation"], train=False) if splits["validation"] else None
-    with training(ctx.tracker, run_id, epochs) as on_epoch:
-        result = fit(model, loader(ctx, splits["training"], train=True, batch_size=batch_size), val, optimizer,
-                     epochs=epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch, checkpoint=checkpoint,
-                     infer=window(ctx))
+    with training(ctx.tracker, run_id, settings.epochs) as on_epoch:
+        result = fit(model, loader(ctx, splits["training"], train=True, batch_size=settings.batch_size), val,
+                     optimizer, epochs=settings.epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch,
+                     checkpoint=checkpoint, infer=window(ctx), loop=settings)
     log_fit(ctx.tracker, run_id, result)
     return result
 

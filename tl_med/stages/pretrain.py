@@ -29,9 +29,8 @@ def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> Pretra
                                                       "n_train_cases": len(splits["training"])})
         seed_everything(ctx.cfg.seed)
         model = build_network(ctx.cfg.network)
-        train(ctx, run_id, model, splits, optimizer([{"params": model.parameters()}], tc.lr,
-                                                      tc.weight_decay), tc.epochs, tc.batch_size,
-               Checkpoint(ckpt / "train.pt"))
+        train(ctx, run_id, model, splits, optimizer([{"params": model.parameters()}], tc.lr, tc.weight_decay), tc,
+              Checkpoint(ckpt / "train.pt"))
         spec = model_spec(ctx, site, manifest_path)
         test = evaluate(ctx, run_id, model, splits["test"], spec).summary()
         weights_uri = ctx.tracker.log_state_dict(run_id, model)
