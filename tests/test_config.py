@@ -42,6 +42,8 @@ def test_flatten_gives_dotted_params():
     ({"name": "AttentionUnet"}, {}, "AttentionUnet is built with batch norm only: set network.norm: batch"),
     ({"name": "SwinUNETR", "channels": [12], "strides": []}, {"patch_size": [48, 48, 48]},
      "preprocess.patch_size [48, 48, 48] must be divisible by 32 for network SwinUNETR"),
+    ({"name": "SwinUNETR", "channels": [12], "strides": []}, {"patch_size": [32, 32, 32]},
+     "leaves one voxel at the bottleneck of SwinUNETR, where instance norm cannot work"),
     ({"name": "SwinUNETR", "channels": [16], "strides": []}, {"patch_size": [64, 64, 64]},
      "SwinUNETR needs channels[0] to be a multiple of 12"),
     ({"name": "DynUNet", "strides": [2, 2]}, {}, "DynUNet needs one stride per level after the first"),

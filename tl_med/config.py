@@ -216,6 +216,10 @@ class PipelineConfig(FrozenModel):
         if any(p % divisor for p in self.preprocess.patch_size):
             raise ValueError(f"preprocess.patch_size {list(self.preprocess.patch_size)} must be divisible by "
                              f"{divisor} for network {n.name}")
+        if n.norm == "instance" and min(self.preprocess.patch_size) < 2 * divisor:
+            raise ValueError(f"preprocess.patch_size {list(self.preprocess.patch_size)} leaves one voxel at the "
+                             f"bottleneck of {n.name}, where instance norm cannot work: use patches of at least "
+                             f"{2 * divisor} or network.norm: batch")
         return self
 
     @field_validator("task")
