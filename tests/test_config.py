@@ -47,7 +47,7 @@ def test_flatten_gives_dotted_params():
     ({"name": "SwinUNETR", "channels": [16], "strides": []}, {"patch_size": [64, 64, 64]},
      "SwinUNETR needs channels[0] to be a multiple of 12"),
     ({"name": "DynUNet", "strides": [2, 2]}, {}, "DynUNet needs one stride per level after the first"),
-    ({"name": "ResNet50"}, {}, "Input should be 'UNet', 'DynUNet', 'SegResNet', 'AttentionUnet' or 'SwinUNETR'"),
+    ({"name": "ResNet50"}, {}, "Input should be 'UNet', 'DynUNet', 'SegResNet', 'AttentionUnet', 'SwinUNETR' or 'bundle'"),
 ])
 def test_a_network_that_does_not_fit_its_patches_or_norm_is_refused_by_name(network, preprocess, words):
     base = PipelineConfig.profile("demo").model_dump(mode="json")

@@ -96,6 +96,8 @@ NETWORKS: dict[str, NetworkInfo] = {
                                  batch_norm_only=True),
     "SwinUNETR": NetworkInfo("Swin transformer encoder and CNN decoder: feature size channels[0] (a multiple of "
                              "12); patches divisible by 32", fixed_divisor=32, feature_multiple=12),
+    "bundle": NetworkInfo("the network_def of a MONAI bundle (network.bundle: its folder), any nn.Module with "
+                          "convolutions; channels, strides and norm do not apply", fixed_divisor=1),
 }
 
 

@@ -78,6 +78,8 @@ class NetworkConfig(FrozenModel):
     SwinUNETR: ``channels[0]`` is the feature size) and ``strides`` between levels."""
 
     name: NetworkName = "UNet"
+    bundle: Path | None = None  # name "bundle": the MONAI bundle whose network_def is built
+    definition: dict[str, Any] | None = None  # name "bundle": that network_def, read once (self-contained)
     channels: tuple[int, ...] = (8, 16, 32, 64)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = Field(1, ge=0)  # UNet only
@@ -85,8 +87,23 @@ class NetworkConfig(FrozenModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["instance", "batch"] = "instance"  # AdaBN and TENT need "batch"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_bundle(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") == "bundle" and not data.get("definition"):
+            if not data.get("bundle"):
+                raise ValueError("network.name bundle needs network.bundle: the bundle's folder")
+            from tl_med.models.bundle_network import read_network_def  # monai.bundle: only when used
+
+            data = {**data, "definition": read_network_def(Path(data["bundle"]))}
+        return data
+
     @model_validator(mode="after")
     def _fits(self) -> "NetworkConfig":
+        if self.name == "bundle":
+            return self
+        if self.definition is not None or self.bundle is not None:
+            raise ValueError(f"network.bundle and network.definition apply to name bundle, not {self.name}")
         info = NETWORKS[self.name]
         if len(self.strides) != len(self.channels) - 1 and self.name in ("UNet", "DynUNet", "AttentionUnet"):
             raise ValueError(f"{self.name} needs one stride per level after the first: {len(self.channels)} "
@@ -209,7 +226,7 @@ class PipelineConfig(FrozenModel):
     @model_validator(mode="after")
     def _norm_for_steps(self) -> "PipelineConfig":
         needs_bn = needs_batch_norm(self.adapt.steps)
-        if needs_bn and self.network.norm != "batch":
+        if needs_bn and self.network.norm != "batch" and self.network.name != "bundle":
             raise ValueError(f"adapt.steps {needs_bn} need batch normalisation: set network.norm: batch")
         n = self.network
         divisor = patch_divisor(n.name, n.channels, n.strides)

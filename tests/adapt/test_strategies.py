@@ -15,7 +15,10 @@ TINY = {"UNet": {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 0},
         "DynUNet": {"channels": (4, 8, 16), "strides": (2, 2)},
         "SegResNet": {"channels": (4, 8, 16), "strides": (2, 2)},
         "AttentionUnet": {"channels": (4, 8, 16), "strides": (2, 2), "norm": "batch"},
-        "SwinUNETR": {"channels": (12,), "strides": (), "norm": "batch"}}
+        "SwinUNETR": {"channels": (12,), "strides": (), "norm": "batch"},
+        # a network outside the catalogue, as a MONAI bundle would define it
+        "bundle": {"definition": {"_target_": "BasicUNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2,
+                                  "features": [4, 4, 8, 8, 16, 4], "norm": ["batch", {}]}}}
 PATCH = {"SwinUNETR": 32}  # its input must be divisible by 32; the others take 16³
 
 

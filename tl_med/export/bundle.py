@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from tl_med.models.spec import WEIGHTS_FILE, ModelSpec, load_package
-from tl_med.models.zoo import network_arguments
+from tl_med.models.zoo import network_definition
 
 __all__ = ["export_bundle", "SCHEMA_URL", "SCHEMA_FILE", "inference_config", "metadata"]
 
@@ -45,7 +45,7 @@ RAS_LABELS = [["L", "R"], ["P", "A"], ["I", "S"]]
 
 def _network(spec: ModelSpec) -> dict[str, Any]:
     """The ``network_def``: the very constructor arguments the pipeline built the network with."""
-    return {"_target_": spec.network.name, **network_arguments(spec.network)}
+    return network_definition(spec.network)
 
 
 def _intensity(spec: ModelSpec) -> dict[str, Any]:
@@ -128,7 +128,8 @@ def metadata(spec: ModelSpec, *, name: str, version: str, source: str, dice: flo
         "numpy_version": np.__version__, "required_packages_version": _package_versions(),
         "supported_apps": {}, "name": name,
         "task": f"{spec.task} segmentation at site {spec.site} ({spec.modality})",
-        "description": (f"A MONAI {spec.network.name} adapted by tl_med to site {spec.site}: whole-image sliding-window inference "
+        "description": (f"A MONAI {_network(spec)['_target_'].split('.')[-1]} adapted by tl_med to site {spec.site}: "
+                        "whole-image sliding-window inference "
                         f"at {spec.preprocess.spacing} mm, masks written on each input's own grid."),
         "authors": "tl_med pipeline", "copyright": "Owned by the hospital network that trained it",
         "data_source": f"de-identified studies of site {spec.site}", "data_type": "nibabel",

@@ -23,7 +23,7 @@ import torch
 
 from tl_med.config import NetworkConfig
 
-__all__ = ["BUILDERS", "network_arguments", "build_network", "resolve_device"]
+__all__ = ["BUILDERS", "network_arguments", "network_definition", "build_network", "resolve_device"]
 
 IN_CHANNELS = 1
 
@@ -58,20 +58,35 @@ def _swin_unetr(c: NetworkConfig) -> dict[str, Any]:
             "norm_name": c.norm, "drop_rate": c.dropout, "spatial_dims": 3, "use_v2": True}
 
 
+def _bundle(c: NetworkConfig) -> dict[str, Any]:
+    return {k: v for k, v in (c.definition or {}).items() if k != "_target_"}
+
+
 # one builder per name of tl_med.catalogue.NETWORKS (a test holds the two together)
 BUILDERS: dict[str, Callable[[NetworkConfig], dict[str, Any]]] = {
     "UNet": _unet, "DynUNet": _dynunet, "SegResNet": _segresnet, "AttentionUnet": _attention_unet,
-    "SwinUNETR": _swin_unetr,
+    "SwinUNETR": _swin_unetr, "bundle": _bundle,
 }
 
 
 def network_arguments(cfg: NetworkConfig) -> dict[str, Any]:
-    """The constructor arguments of ``monai.networks.nets.<cfg.name>`` (JSON-serialisable)."""
+    """The constructor arguments of the network (JSON-serialisable)."""
     return BUILDERS[cfg.name](cfg)
 
 
+def network_definition(cfg: NetworkConfig) -> dict[str, Any]:
+    """The network as a MONAI config dict (``_target_`` and its arguments): a bundle's ``network_def``."""
+    target = (cfg.definition or {}).get("_target_") if cfg.name == "bundle" else cfg.name
+    return {"_target_": target, **network_arguments(cfg)}
+
+
 def build_network(cfg: NetworkConfig) -> torch.nn.Module:
-    """A 3D segmentation network with one input channel and ``cfg.out_channels`` classes."""
+    """The configured network: a catalogue network with one input channel and ``cfg.out_channels``
+    classes, or a bundle's own ``network_def``."""
+    if cfg.name == "bundle":
+        from tl_med.models.bundle_network import build_definition
+
+        return build_definition(network_definition(cfg))
     return getattr(nets, cfg.name)(**network_arguments(cfg))
 
 
