@@ -218,3 +218,33 @@ def test_approve_refusal_and_success_from_the_command_line(workspace):
     assert "(test Dice 0.800, estimated 0.723 without labels)" in proc.stdout  # what the approver saw
     proc = tl_med("models", *common)
     assert proc.returncode == 0 and "champion" in proc.stdout and "Dr. A" in proc.stdout and "0.7234" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_another_network_runs_end_to_end_and_a_mismatched_start_is_refused_in_one_line(workspace):
+    from mlflow import MlflowClient
+
+    ws, sites_file = workspace
+    common = ("--workspace", str(ws.root), "--sites", str(sites_file), "--profile", "tiny")
+    proc = tl_med("run", "--network", "DynUNet", "--json", *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    site = json.loads(proc.stdout)["sites"][0]
+    assert site["site"] == "east" and 0 <= site["dice"]["adapted"] <= 1
+    assert "east: transferred 100% of the parameters" in proc.stderr  # the transfer report, printed
+    client = MlflowClient(ws.tracking_uri)
+    version = client.get_model_version_by_alias("tlmed-liver-east", "challenger")
+    run = client.get_run(version.run_id)
+    assert run.data.params["network.name"] == "DynUNet" and run.data.metrics["transfer_share"] == 1.0
+    report = json.loads(open(client.download_artifacts(run.info.run_id, "transfer/weights_report.json")).read())
+    assert report["share"] == 1.0 and not report["missing_keys"] and not report["unexpected_keys"]
+    # a SegResNet cannot start from the DynUNet source: one line, nothing new in MLflow
+    n_runs = len(client.search_runs([run.info.experiment_id]))
+    proc = tl_med("adapt", "--site", "east", "--network", "SegResNet", *common)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert "does not fit the network: transferred 0% of the parameters" in errors[0]
+    assert len(client.search_runs([run.info.experiment_id])) == n_runs
+    proc = tl_med("run", "--network", "bundle", *common)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --network bundle: network bundle needs network.bundle, the bundle's folder: set both in a --config "
+        "file"]

@@ -61,3 +61,18 @@ def test_a_network_that_does_not_fit_its_patches_or_norm_is_refused_by_name(netw
         base["network"].update({"name": name, **extra})
         base["preprocess"]["patch_size"] = [64, 64, 64] if name == "SwinUNETR" else [48, 48, 48]
         assert PipelineConfig.model_validate(base).network.name == name
+
+
+@pytest.mark.parametrize("profile", ["tiny", "demo", "realistic"])
+def test_every_catalogue_network_fits_every_profile(profile):
+    from tl_med.catalogue import NETWORKS, patch_divisor
+
+    for name in (n for n in NETWORKS if n != "bundle"):
+        cfg = PipelineConfig.profile(profile).with_network(name)
+        n = cfg.network
+        assert n.name == name and all(p % patch_divisor(name, n.channels, n.strides) == 0
+                                      for p in cfg.preprocess.patch_size)
+        assert cfg.preprocess.spacing == PipelineConfig.profile(profile).preprocess.spacing
+    assert PipelineConfig.profile("demo").with_network("SwinUNETR").network.channels == (12,)
+    with pytest.raises(ValueError, match="unknown network 'VNet'"):
+        PipelineConfig.profile(profile).with_network("VNet")

@@ -270,6 +270,25 @@ class PipelineConfig(FrozenModel):
             raise ConfigError(f"unknown profile '{name}' (known: {', '.join(PROFILES)})")
         return base.model_copy(update=overrides) if overrides else base
 
+    def with_network(self, name: str) -> "PipelineConfig":
+        """This configuration with network ``name``, fitted to what that network needs: SwinUNETR's
+        feature size (a multiple of 12, near ``channels[0]``), AttentionUnet's batch norm, and patches
+        rounded up to the network's downsampling (twice it with instance norm)."""
+        if name == "bundle":
+            raise ValueError("network bundle needs network.bundle, the bundle's folder: set both in a --config file")
+        if name not in NETWORKS:
+            raise ValueError(f"unknown network '{name}' (known: {', '.join(n for n in NETWORKS if n != 'bundle')})")
+        net = {**self.network.model_dump(), "name": name, "bundle": None, "definition": None}
+        if name == "SwinUNETR":
+            net["channels"], net["strides"] = (12 * max(1, -(-self.network.channels[0] // 12)),), ()
+        if NETWORKS[name].batch_norm_only:
+            net["norm"] = "batch"
+        divisor = patch_divisor(name, tuple(net["channels"]), tuple(net["strides"]))
+        least = 2 * divisor if net["norm"] == "instance" else divisor
+        patch = tuple(max(least, -(-p // divisor) * divisor) for p in self.preprocess.patch_size)
+        return PipelineConfig.model_validate({**self.model_dump(), "network": net,
+                                              "preprocess": {**self.preprocess.model_dump(), "patch_size": patch}})
+
     def config_hash(self) -> str:
         """Short sha256 of the canonical JSON form: the config's identity."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()

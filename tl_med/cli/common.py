@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from tl_med.catalogue import ZERO_LABEL_STEPS
+from tl_med.catalogue import NETWORKS, ZERO_LABEL_STEPS
 from tl_med.cli.orchestrator import prepare_prefect
 from tl_med.cli.output import emit_json, numeric_columns, out, print_table, progress_view
 from tl_med.config import PipelineConfig
@@ -39,11 +39,22 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Pipeline co
                       "(overrides --profile).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of "
                     "the table (schema in the README); progress still goes to stderr.")]
+NetworkOpt = Annotated[Optional[str], typer.Option("--network", help="Network: " + ", ".join(
+    n for n in NETWORKS if n != "bundle") + " (sizes fitted to it; a bundle's network_def: network.name bundle in "
+    "a --config file).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show Prefect's per-task log lines.")]
 
 
-def load_config(profile: str, config: Path | None, seed: int | None) -> PipelineConfig:
+def load_config(profile: str, config: Path | None, seed: int | None, network: str | None = None) -> PipelineConfig:
     cfg = PipelineConfig.from_yaml(config) if config else PipelineConfig.profile(profile)
+    if network:
+        try:
+            cfg = cfg.with_network(network)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise TlMedError(f"--network {network}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        except ValueError as exc:
+            raise TlMedError(f"--network {network}: {exc}") from None
     return cfg.model_copy(update={"seed": seed}) if seed is not None else cfg
 
 

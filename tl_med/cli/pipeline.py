@@ -14,6 +14,7 @@ from tl_med.cli.common import (
     REPO_MANIFESTS,
     REPO_SITES,
     ConfigOpt,
+    NetworkOpt,
     JsonOpt,
     ProfileOpt,
     SitesOpt,
@@ -34,7 +35,7 @@ from tl_med.workspace import resolve_workspace
 
 @app.command()
 def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data and training seed."),
-         profile: ProfileOpt = "demo", config: ConfigOpt = None,
+         profile: ProfileOpt = "demo", config: ConfigOpt = None, network: NetworkOpt = None,
          sites: Annotated[Optional[Path], typer.Option("--sites", help="Site registry (default: "
                           "data_manifests/sites.yaml, or sites-tiny.yaml with --profile tiny).")] = None,
          as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
@@ -60,19 +61,19 @@ def demo(workspace: WorkspaceOpt = None, seed: int = typer.Option(0, help="Data 
     for site in load_sites(registry, ws.root).sites:  # ready for `tl-med serve` to watch
         if site.inbox is not None:
             site.inbox.mkdir(parents=True, exist_ok=True)
-    run_pipeline(ws, registry, load_config(profile, config, seed), None, "manual", command="demo", as_json=as_json,
-                 verbose=verbose)
+    run_pipeline(ws, registry, load_config(profile, config, seed, network), None, "manual", command="demo",
+                 as_json=as_json, verbose=verbose)
 
 
 @app.command()
 def run(site: Annotated[Optional[list[str]], typer.Option("--site", help="Target site(s); default: all.")] = None,
         workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
-        config: ConfigOpt = None, seed: Optional[int] = None,
+        config: ConfigOpt = None, seed: Optional[int] = None, network: NetworkOpt = None,
         trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag."),
         as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Run the pipeline (ingest, preprocess, pretrain, adapt, register) on the configured sites."""
-    run_pipeline(resolve_workspace(workspace).ensure(), sites, load_config(profile, config, seed), site, trigger,
-                 command="run", as_json=as_json, verbose=verbose)
+    run_pipeline(resolve_workspace(workspace).ensure(), sites, load_config(profile, config, seed, network), site,
+                 trigger, command="run", as_json=as_json, verbose=verbose)
 
 
 @app.command()
@@ -90,7 +91,7 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
                                                         "(default: all in the training split; 0: none).")] = None,
           norm: Annotated[Optional[str], typer.Option(help="Override network.norm (instance or batch).")] = None,
           workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
-          config: ConfigOpt = None, seed: Optional[int] = None,
+          config: ConfigOpt = None, seed: Optional[int] = None, network: NetworkOpt = None,
           trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag."),
           as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Adapt one site from a pretrained source with a strategy and steps; print and log the
@@ -98,7 +99,7 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
     from tl_med.sites import load_sites
 
     ws = resolve_workspace(workspace).ensure()
-    base = load_config(profile, config, seed)
+    base = load_config(profile, config, seed, network)
     chosen = adapt_steps(base, steps, labels)
     if chosen == ZERO_LABEL_STEPS and steps is None:
         err.print(f"zero target labels: adapting with the zero-label recipe, steps {','.join(chosen)} "
