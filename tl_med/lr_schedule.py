@@ -53,6 +53,7 @@ class EpochSchedule:
         if self.plateau is not None and epoch > self.loop.warmup_epochs:
             return  # the plateau scheduler owns the rates once the warm-up is over
         for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])  # a checkpoint from before schedules has none
             group["lr"] = group["initial_lr"] * self.factor(epoch)
 
     def end(self, epoch: int, val_dice: float | None) -> None:

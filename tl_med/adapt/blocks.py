@@ -81,7 +81,7 @@ def _probe(model: torch.nn.Module) -> list[_Call]:
         calls.append(_Call(name, voxels))
 
     handles = [m.register_forward_hook(partial(record, name)) for name, m in _owners(model).items()]
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # restored one by one: some may be in eval mode
     model.eval()
     try:
         for size in _PROBE_SIZES:  # the smallest volume the network accepts
@@ -98,7 +98,8 @@ def _probe(model: torch.nn.Module) -> list[_Call]:
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m, mode in modes.items():
+            m.train(mode)
     return calls
 
 
@@ -149,6 +150,8 @@ def bottleneck_module(model: torch.nn.Module) -> torch.nn.Module:
     parts = last.modules[-1].split(".")
     for k in range(1, len(parts) + 1):
         module = model.get_submodule(".".join(parts[:k]))
+        if type(module).__name__ == "SkipConnection":
+            continue  # its output concatenates the skip with the bottleneck (MONAI's UNet)
         if all(f"{'.'.join(parts[:k])}.{n}" in inside for n, _ in module.named_parameters()):
             return module
     return model.get_submodule(last.modules[-1])

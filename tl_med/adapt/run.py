@@ -105,8 +105,10 @@ def _extra_losses(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: A
         images = _target_images(data)
         if not images:
             raise ValueError("coral needs target images")
-        losses.append(CoralLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
-                                               landmarks=landmarks), device, cfg.coral_weight))
+        # first in the list: it reads the labelled batch's features before the mean teacher's student
+        # forward pass (which runs through the same hook) overwrites them
+        losses.insert(0, CoralLoss(model, loaders(images, train=True, batch_size=cfg.batch_size,
+                                                  landmarks=landmarks), device, cfg.coral_weight))
     return losses
 
 
