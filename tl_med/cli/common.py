@@ -51,8 +51,7 @@ def load_config(profile: str, config: Path | None, seed: int | None, network: st
         try:
             cfg = cfg.with_network(network)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise TlMedError(f"--network {network}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            raise TlMedError(f"--network {network}: {_first_error(exc, 'network')}") from None
         except ValueError as exc:
             raise TlMedError(f"--network {network}: {exc}") from None
     return cfg.model_copy(update={"seed": seed}) if seed is not None else cfg
@@ -81,8 +80,13 @@ def with_adapt(cfg: PipelineConfig, *, norm: str | None = None, **adapt: object)
         return PipelineConfig.model_validate({**cfg.model_dump(), "adapt": {**cfg.adapt.model_dump(), **changes},
                                               "network": network.model_dump()})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise TlMedError(f"{'.'.join(map(str, err['loc'])) or 'adapt'}: {err['msg']}") from None
+        raise TlMedError(_first_error(exc, "adapt")) from None
+
+
+def _first_error(exc: ValidationError, where: str) -> str:
+    """``field.path: message`` of a validation error's first problem (one line for the user)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc'])) or where}: {first['msg']}"
 
 
 def print_results(outcome: PipelineResult, ws: Workspace, seconds: float) -> None:
