@@ -117,3 +117,31 @@ def test_progressive_unfreezing_follows_its_schedule(name):
 def test_a_network_without_convolutions_is_a_clear_error():
     with pytest.raises(ValueError, match="has no convolution"):
         network_blocks(torch.nn.Sequential(torch.nn.Linear(4, 2)))
+
+
+class _ScaledTied(torch.nn.Module):
+    """A bundle-style network with a parameter on the root module (an input scale, used first)
+    and one weight shared by two convolutions (tied weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+        self.down = torch.nn.Conv3d(1, 4, 3, stride=2, padding=1)
+        self.mid = torch.nn.Conv3d(4, 4, 3, padding=1)
+        self.mid2 = torch.nn.Conv3d(4, 4, 3, padding=1)
+        self.mid2.weight = self.mid.weight
+        self.up = torch.nn.ConvTranspose3d(4, 4, 2, stride=2)
+        self.out = torch.nn.Conv3d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.up(self.mid2(self.mid(self.down(x * self.scale)))))
+
+
+def test_root_parameters_join_the_input_side_and_tied_weights_are_counted_once():
+    net = _ScaledTied()
+    blocks = network_blocks(net)
+    names = [n for b in blocks for n in b.names]
+    assert sorted(names) == sorted(n for n, _ in net.named_parameters()) and len(names) == len(set(names))
+    assert "scale" in blocks[0].names and blocks[-1].names == ("out.weight", "out.bias")  # the head is the output
+    groups = FineTune(lr=1e-2, layer_decay=0.5).param_groups(net)  # no KeyError for the tied name
+    assert len([p for g in groups for p in g["params"]]) == len(list(net.parameters()))

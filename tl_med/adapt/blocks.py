@@ -72,21 +72,29 @@ def _probe(model: torch.nn.Module) -> list[_Call]:
     calls: list[_Call] = []
     seen: set[str] = set()
 
-    def record(name: str, module: torch.nn.Module, _inputs: object, output: object) -> None:
-        if name in seen:
-            return
-        seen.add(name)
-        voxels = int(torch.tensor(output.shape[2:]).prod()) if isinstance(module, _ConvNd) and \
-            isinstance(output, torch.Tensor) else None
-        calls.append(_Call(name, voxels))
+    sizes: dict[str, int] = {}
 
-    handles = [m.register_forward_hook(partial(record, name)) for name, m in _owners(model).items()]
+    def start(name: str, _module: torch.nn.Module, _inputs: object) -> None:
+        # the order modules *start* in: a module owning parameters around others (a root-level
+        # embedding or scale) comes before its children, not after them as its forward hook would
+        if name not in seen:
+            seen.add(name)
+            calls.append(_Call(name, None))
+
+    def finish(name: str, module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(module, _ConvNd) and isinstance(output, torch.Tensor) and name not in sizes:
+            sizes[name] = int(torch.tensor(output.shape[2:]).prod())
+
+    owners = _owners(model).items()
+    handles = [m.register_forward_pre_hook(partial(start, name)) for name, m in owners] + \
+        [m.register_forward_hook(partial(finish, name)) for name, m in owners]
     modes = {m: m.training for m in model.modules()}  # restored one by one: some may be in eval mode
     model.eval()
     try:
         for size in _PROBE_SIZES:  # the smallest volume the network accepts
             calls.clear()
             seen.clear()
+            sizes.clear()
             try:
                 with torch.no_grad():
                     model(torch.zeros(1, first_conv.in_channels, *([size] * dims), device=param.device,
@@ -100,7 +108,7 @@ def _probe(model: torch.nn.Module) -> list[_Call]:
             h.remove()
         for m, mode in modes.items():
             m.train(mode)
-    return calls
+    return [_Call(c.module, sizes.get(c.module)) for c in calls]
 
 
 def _blocks(model: torch.nn.Module) -> list[Block]:
@@ -124,8 +132,19 @@ def _blocks(model: torch.nn.Module) -> list[Block]:
     groups = [(kind, v, mods) for kind, (v, mods) in zip(kinds, runs)] + [("head", current or 0, head_calls)]
     n = len(groups)
 
+    canonical = {id(t): name for name, t in model.named_parameters()}  # a tied tensor: its first name
+    taken: set[int] = set()
+
     def params(modules: list[str]) -> tuple[str, ...]:
-        return tuple(f"{m}.{p}" if m else p for m in modules for p, _ in owners[m].named_parameters(recurse=False))
+        """Parameter names of ``modules``; a parameter shared by several modules (tied weights)
+        belongs to the first block that uses it, under the name ``named_parameters`` gives it."""
+        out = []
+        for m in modules:
+            for _, tensor in owners[m].named_parameters(recurse=False):
+                if id(tensor) not in taken:
+                    taken.add(id(tensor))
+                    out.append(canonical[id(tensor)])
+        return tuple(out)
 
     return [Block(kind, n - 1 - k, params(mods), tuple(mods), v) for k, (kind, v, mods) in enumerate(groups)]
 
