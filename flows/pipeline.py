@@ -38,8 +38,8 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
     Quarantined inputs do not fail the run: it ends ``Completed`` with the message
     ``completed with N quarantined`` (the ingest artifacts list why).
     """
-    cfg = PipelineConfig.model_validate(config or {})
     sites: SitesConfig = load_sites(Path(sites_file), Path(workspace))
+    cfg = PipelineConfig.model_validate(config or {}).with_task(sites.task)
     chosen = [sites.get(t) for t in targets] if targets else sites.targets
     config_json = cfg.model_dump(mode="json")
     ingested = {s.name: ingest(workspace, sites_file, s.name) for s in [sites.source, *chosen]}

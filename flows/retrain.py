@@ -93,7 +93,7 @@ def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | 
                          f"({', '.join(t.name for t in sites.targets)})")
     _tag_run(f"trigger:{trigger}", f"site:{target.name}")
     _refuse_if_running(target.name)
-    cfg = retrain_config(profile, config_file, target, strategy, steps, n_labelled)
+    cfg = retrain_config(profile, config_file, target, strategy, steps, n_labelled).with_task(sites.task)
     config = cfg.model_dump(mode="json")
     manifest, quarantined = ingest(str(ws.root), sites_path, target.name)
     check_trainable(Path(manifest), target.name, cfg.adapt.n_labelled)

@@ -83,6 +83,8 @@ class NetworkConfig(FrozenModel):
     channels: tuple[int, ...] = (8, 16, 32, 64)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = Field(1, ge=0)  # UNet only
+    # set from the task (sites.yaml channels and labels) by ModelSpec.from_config
+    in_channels: int = Field(1, ge=1)
     out_channels: int = Field(2, ge=2)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["instance", "batch"] = "instance"  # AdaBN and TENT need "batch"
@@ -288,6 +290,11 @@ class PipelineConfig(FrozenModel):
         patch = tuple(max(least, -(-p // divisor) * divisor) for p in self.preprocess.patch_size)
         return PipelineConfig.model_validate({**self.model_dump(), "network": net,
                                               "preprocess": {**self.preprocess.model_dump(), "patch_size": patch}})
+
+    def with_task(self, task: str) -> "PipelineConfig":
+        """This configuration for the site registry's task (``sites.yaml`` names it; models are
+        registered as ``tlmed-<task>-<site>``)."""
+        return self if task == self.task else PipelineConfig.model_validate({**self.model_dump(), "task": task})
 
     def config_hash(self) -> str:
         """Short sha256 of the canonical JSON form: the config's identity."""

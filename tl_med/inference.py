@@ -27,6 +27,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, Invertd
 
 from tl_med.config import InferenceConfig
 from tl_med.data.transforms import preprocessing
+from tl_med.errors import InputError
 from tl_med.evaluate import CaseMetrics, case_scores
 from tl_med.models.spec import ModelSpec
 from tl_med.progress import track
@@ -75,6 +76,10 @@ class Predictor:
         if isinstance(image, (str, Path)):
             data = self.from_file({"image": str(image)})
         else:
+            if self.spec.n_channels > 1:
+                raise InputError(f"the model takes {self.spec.n_channels} co-registered channels "
+                                 f"({', '.join(self.spec.channels)}); a DICOM series is one: give a 4-D NIfTI "
+                                 "with the channels last")
             array, affine = image
             data = self.from_array({"image": MetaTensor(torch.as_tensor(np.asarray(array, dtype=np.float32)),
                                                         affine=torch.as_tensor(affine, dtype=torch.float64))})
@@ -104,7 +109,7 @@ def evaluate_native(predictor: Predictor, items: Iterable[dict], description: st
     image's own grid (labels as ingested, never resampled); also (case, image, label, mask,
     affine) of the first three cases, for the overlays."""
     items = list(items)
-    ids, dice, hd95, shown = [], [], [], []
+    ids, dice, hd95, shown, class_dice, class_hd95 = [], [], [], [], [], []
     for item in track(items, key or f"eval:{description}", description, unit="cases"):
         pred = predictor.predict(item["image"])
         label_img = nib.load(item["label"])
@@ -113,9 +118,14 @@ def evaluate_native(predictor: Predictor, items: Iterable[dict], description: st
             raise ValueError(f"case {item['case_id']}: prediction {pred.mask.shape} and label {label.shape} differ")
         d, h = case_scores(pred.mask, label, predictor.spec.n_classes, voxel_spacing(label_img.affine))
         ids.append(item["case_id"])
-        dice.append(d)
-        hd95.append(h)
+        dice.append(sum(d) / len(d))
+        hd95.append(sum(h) / len(h))
+        class_dice.append(d)
+        class_hd95.append(h)
         if len(shown) < 3:
-            shown.append((item["case_id"], np.asanyarray(nib.load(item["image"]).dataobj, dtype=np.float32),
+            image = np.asanyarray(nib.load(item["image"]).dataobj, dtype=np.float32)
+            shown.append((item["case_id"], image[..., 0] if image.ndim == 4 else image,  # first channel
                           label, pred.mask, label_img.affine))
-    return CaseMetrics(case_ids=ids, dice=dice, hd95=hd95), shown
+    classes = [name for value, name in sorted(predictor.spec.labels.items(), key=lambda kv: int(kv[0])) if value != "0"]
+    return CaseMetrics(case_ids=ids, dice=dice, hd95=hd95, classes=classes, class_dice=class_dice,
+                       class_hd95=class_hd95), shown

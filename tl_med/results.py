@@ -16,7 +16,7 @@ from typing import Any
 import tl_med
 from tl_med.stages import PretrainResult, SiteResult
 
-__all__ = ["PipelineResult", "HEADERS", "NUMERIC", "result_rows", "results_markdown", "source_line",
+__all__ = ["PipelineResult", "HEADERS", "NUMERIC", "result_rows", "class_lines", "results_markdown", "source_line",
            "result_document", "RESULT_SCHEMA"]
 
 RESULT_SCHEMA = "tl_med.result/1"
@@ -54,11 +54,21 @@ def source_line(outcome: PipelineResult) -> str:
             f"{src.site} (run {src.run_id})")
 
 
+def class_lines(results: list[SiteResult]) -> list[str]:
+    """One line per class of each multi-class site: its test Dice for each model."""
+    return [f"{r.site} · {name}: source-only {_fmt(d['source_only'])}, from scratch {_fmt(d['from_scratch'])}, "
+            f"adapted {_fmt(d['adapted'])}" for r in results for name, d in r.class_dice.items()]
+
+
 def results_markdown(outcome: PipelineResult) -> str:
-    """Markdown: the source model's line, then one row per target site."""
+    """Markdown: the source model's line, then one row per target site (and per class of a
+    multi-class task)."""
     lines = [source_line(outcome) + ".", "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in result_rows(outcome.sites)]
+    per_class = class_lines(outcome.sites)
+    if per_class:
+        lines += ["", "Test Dice per class:", ""] + [f"- {line}" for line in per_class]
     return "\n".join(lines) + "\n"
 
 
@@ -74,6 +84,7 @@ def _site_document(r: SiteResult) -> dict[str, Any]:
                  "adapted": _num(r.adapted_dice)},
         "hd95_mm": {"source_only": _num(r.source_only_hd95), "from_scratch": _num(r.scratch_hd95),
                     "adapted": _num(r.adapted_hd95)},
+        "dice_per_class": {name: {k: _num(v) for k, v in d.items()} for name, d in r.class_dice.items()},
         "gain": _num(r.gain), "forgetting": _num(r.forgetting),
         "negative_transfer": {"flag": bool(r.negative_transfer), "reason": r.negative_transfer},
         "model": {"name": r.model_name, "version": r.model_version},

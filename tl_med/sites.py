@@ -28,6 +28,14 @@ Example ``sites.yaml``::
 
 A ``datalist`` site's images and labels are validated like converted DICOM (finite affine, 3-D,
 label grid and values) and copied into the workspace with clean headers under keyed case ids.
+
+The task's label map and input channels are shared by every site (one model fits them all)::
+
+    labels: {"0": background, "1": tumour core, "2": oedema}  # values 0..N-1; 0 is background
+    channels: [T1c, FLAIR]    # co-registered sequences per case, in this order (datalist sites:
+                              # an item's "image" lists one file per channel, or is one 4-D file)
+
+Without ``channels`` a case is one image; without ``labels`` the map is ``{0: background, 1: liver}``.
 """
 
 from __future__ import annotations
@@ -50,7 +58,9 @@ from tl_med.errors import ConfigError, InputError
 GeometryPolicy = Literal["refuse", "resample"]
 DatePolicy = Literal["remove", "shift"]
 
-__all__ = ["SplitSpec", "IngestOptions", "ScheduleSpec", "RetrainSpec", "PacsQuery", "PacsSource", "SiteConfig",
+DEFAULT_LABELS = {"0": "background", "1": "liver"}
+
+__all__ = ["DEFAULT_LABELS", "SplitSpec", "IngestOptions", "ScheduleSpec", "RetrainSpec", "PacsQuery", "PacsSource", "SiteConfig",
            "SitesConfig", "load_sites"]
 
 
@@ -211,7 +221,46 @@ class SitesConfig(FrozenModel):
     """All sites of one task."""
 
     task: str = "liver"
+    labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
+    channels: tuple[str, ...] = ()
     sites: tuple[SiteConfig, ...]
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _yaml_keys(cls, v: object) -> object:
+        return {str(k): v2 for k, v2 in v.items()} if isinstance(v, dict) else v  # YAML reads 0: as an int
+
+    @field_validator("labels")
+    @classmethod
+    def _label_map(cls, v: dict[str, str]) -> dict[str, str]:
+        if not all(k.isdigit() for k in v):
+            raise ValueError(f"label values must be integers, got {sorted(v)}")
+        values = sorted(int(k) for k in v)
+        if values != list(range(len(values))) or len(values) < 2:
+            raise ValueError(f"label values must be 0..N-1 with N >= 2 (0 is background), got {values}: "
+                             "remap the masks' values")
+        if len(set(v.values())) != len(v) or not all(v.values()):
+            raise ValueError("label names must be non-empty and unique")
+        return {str(k): v[str(k)] for k in values}
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v) or not all(v):
+            raise ValueError(f"channel names must be non-empty and unique, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _channels_fit_sites(self) -> "SitesConfig":
+        dicom = [s.name for s in self.sites if s.dicom_dir is not None]
+        if len(self.channels) > 1 and dicom:
+            raise ValueError(f"{len(self.channels)} channels: multi-channel cases come from datalist sites; "
+                             f"DICOM site(s) {', '.join(dicom)} cannot pair series into channels yet")
+        return self
+
+    @property
+    def n_channels(self) -> int:
+        return max(1, len(self.channels))
 
     @field_validator("sites")
     @classmethod

@@ -24,9 +24,11 @@ OFFLINE = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "htt
            "NO_PROXY": "", "MONAI_DATA_DIRECTORY": "/nonexistent"}
 
 
-def _package(tmp_path: Path, landmarks: tuple[float, ...] | None) -> Path:
-    spec = ModelSpec(task="liver", site="east", modality="CT", labels={"0": "background", "1": "liver"},
-                     network=NetworkConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1),
+def _package(tmp_path: Path, landmarks: tuple[float, ...] | None, channels: tuple[str, ...] = ()) -> Path:
+    labels = {"0": "background", "1": "liver", **({"2": "tumour"} if channels else {})}
+    spec = ModelSpec(task="liver", site="east", modality="CT", labels=labels, channels=channels,
+                     network=NetworkConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1,
+                                           in_channels=max(1, len(channels)), out_channels=len(labels)),
                      preprocess=PreprocessConfig(spacing=(3.0, 3.0, 4.0), patch_size=(16, 16, 16)),
                      inference=InferenceConfig(overlap=0.25, sw_batch_size=2), landmarks=landmarks)
     torch.manual_seed(3)
@@ -38,12 +40,13 @@ def _monai_bundle(*args: str) -> subprocess.CompletedProcess:
                           timeout=600, env=OFFLINE)
 
 
-@pytest.mark.parametrize("harmonised", [False, True], ids=["plain", "harmonised"])
-def test_the_bundle_passes_monai_checks_and_segments_like_predict(tmp_path, harmonised):
+@pytest.mark.parametrize("variant", ["plain", "harmonised", "two-channel-three-class"])
+def test_the_bundle_passes_monai_checks_and_segments_like_predict(tmp_path, variant):
     from tl_med.data.harmonise import PERCENTILES
 
-    landmarks = tuple(np.linspace(0.0, 950.0, len(PERCENTILES))) if harmonised else None
-    bundle = export_bundle(_package(tmp_path, landmarks), tmp_path / "bundle", name="tlmed-liver-east",
+    landmarks = tuple(np.linspace(0.0, 950.0, len(PERCENTILES))) if variant == "harmonised" else None
+    channels = ("CT", "CT-late") if variant == "two-channel-three-class" else ()
+    bundle = export_bundle(_package(tmp_path, landmarks, channels), tmp_path / "bundle", name="tlmed-liver-east",
                            version="3", source="tlmed-liver-east v3 (approved by test)", dice=0.8123)
     assert sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file() and "__pycache__" not in
                   str(p)) == sorted(["configs/metadata.json", "configs/inference.json", "models/model.pt",
@@ -55,21 +58,29 @@ def test_the_bundle_passes_monai_checks_and_segments_like_predict(tmp_path, harm
     assert done.returncode == 0 and "metadata is verified with no error" in done.stdout + done.stderr, done.stderr
     meta = json.loads((bundle / "configs/metadata.json").read_text())
     assert meta["eval_metrics"] == {"mean_dice": 0.8123} and meta["version"] == "3.0.0"
+    image_format = meta["network_data_format"]["inputs"]["image"]
+    assert image_format["num_channels"] == max(1, len(channels))
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 3 if channels else 2
     # MONAI's runner segments every imagesTs/ image like tl_med's Predictor, on each image's own grid
     (data := tmp_path / "data" / "imagesTs").mkdir(parents=True)
     cases = [_case(data, AXIAL, name="axial")[0], _case(data, SAGITTAL, shape=(30, 44, 38), name="sagittal")[0]]
     for c in cases:
         Path(c["label"]).unlink()
+        if channels:  # a second, co-registered channel: one 4-D NIfTI, channels last
+            img = nib.load(c["image"])
+            first = np.asanyarray(img.dataobj, dtype=np.float32)
+            nib.save(nib.Nifti1Image(np.stack([first, 0.5 * first[::-1] + 20.0], -1), img.affine), c["image"])
     done = _monai_bundle("run", "--config_file", str(bundle / "configs/inference.json"), "--bundle_root", str(bundle),
                          "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[:6000]
     predictor = Predictor(*load_package(tmp_path / "package"), torch.device("cpu"))
     for c in cases:
         ours = predictor.predict(c["image"])
         theirs = nib.load(tmp_path / "out" / f"{Path(c['image']).name.removesuffix('.nii.gz')}_seg.nii.gz")
         mask = np.asanyarray(theirs.dataobj).squeeze()
         assert mask.shape == ours.mask.shape and np.allclose(theirs.affine, ours.affine, atol=1e-4)
-        assert 0.05 < ours.mask.mean() < 0.95, "a degenerate mask would make the comparison meaningless"
+        assert 0.05 < (ours.mask > 0).mean() < 0.95, "a degenerate mask would make the comparison meaningless"
+        assert not channels or set(np.unique(ours.mask)) == {0, 1, 2}
         assert (mask == ours.mask).mean() >= 0.999
 
 

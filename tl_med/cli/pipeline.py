@@ -106,7 +106,7 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
                   "(--steps '' for none)", markup=False)
     cfg = with_adapt(base, strategy=strategy, steps=chosen, n_labelled=labels, norm=norm)
     registry = load_sites(sites, ws.root)
-    start = pretrained or f"models:/tlmed-{cfg.task}-{registry.source.name}@challenger"
+    start = pretrained or f"models:/tlmed-{registry.task}-{registry.source.name}@challenger"
     run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start, command="adapt", as_json=as_json, verbose=verbose)
 
 
@@ -129,7 +129,7 @@ def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
         for line in pulled.failed:
             console.print(f"  not pulled (the next ingest resumes it): {line}", markup=False)
     with progress_view():
-        result = ingest_site(config, ws, task=registry.task)
+        result = ingest_site(config, ws, task=registry.task, labels=registry.labels, channels=registry.channels)
     s = result.report.summary()
     console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
                   f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases; "

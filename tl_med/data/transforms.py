@@ -49,10 +49,12 @@ RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def intensity(cfg: PreprocessConfig, key: str = "image"):
-    """The intensity normalisation of ``cfg`` (z-score over the image, or 1st-99th percentile to [0, 1])."""
+    """The intensity normalisation of ``cfg`` (z-score over the image, or 1st-99th percentile to
+    [0, 1]), each channel on its own (the sequences of a multi-channel case have unrelated scales)."""
     if cfg.intensity == "zscore":
-        return NormalizeIntensityd(keys=key)
-    return ScaleIntensityRangePercentilesd(keys=key, lower=1, upper=99, b_min=0.0, b_max=1.0, clip=True)
+        return NormalizeIntensityd(keys=key, channel_wise=True)
+    return ScaleIntensityRangePercentilesd(keys=key, lower=1, upper=99, b_min=0.0, b_max=1.0, clip=True,
+                                           channel_wise=True)
 
 
 def preprocessing(cfg: PreprocessConfig, landmarks: tuple[float, ...] | None = None, *,

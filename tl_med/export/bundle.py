@@ -50,9 +50,9 @@ def _network(spec: ModelSpec) -> dict[str, Any]:
 
 def _intensity(spec: ModelSpec) -> dict[str, Any]:
     if spec.preprocess.intensity == "zscore":
-        return {"_target_": "NormalizeIntensityd", "keys": "image"}
+        return {"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True}
     return {"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": 1, "upper": 99, "b_min": 0.0,
-            "b_max": 1.0, "clip": True}
+            "b_max": 1.0, "clip": True, "channel_wise": True}
 
 
 def inference_config(spec: ModelSpec) -> dict[str, Any]:
@@ -89,7 +89,10 @@ def inference_config(spec: ModelSpec) -> dict[str, Any]:
              "nearest_interp": False, "to_tensor": True},
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
-             "output_dtype": "$np.uint8", "resample": False, "separate_folder": False, "squeeze_end_dims": True,
+             "output_dtype": "$np.uint8", "resample": False, "separate_folder": False,
+             # MONAI 1.6's NibabelWriter fails on a squeezed mask of some 4-D (multi-channel) inputs
+             # (an oblique or sagittal affine becomes 2-D): those masks keep a trailing axis of 1
+             "squeeze_end_dims": spec.n_channels == 1,
              "print_log": False},
         ]},
         "handlers": [{"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
@@ -119,21 +122,24 @@ def metadata(spec: ModelSpec, *, name: str, version: str, source: str, dice: flo
     import monai
 
     patch = list(spec.preprocess.patch_size)
-    fg = ", ".join(v for k, v in sorted(spec.labels.items()) if k != "0")
+    fg = ", ".join(v for k, v in sorted(spec.labels.items(), key=lambda kv: int(kv[0])) if k != "0")
     ct = "CT" in spec.modalities()
+    channel_def = dict(enumerate(spec.channels)) if spec.channels else {0: "image"}
     return {
         "schema": SCHEMA_URL, "version": f"{version}.0.0",
         "changelog": {f"{version}.0.0": f"exported by tl_med from {source}"},
         "monai_version": monai.__version__, "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__, "required_packages_version": _package_versions(),
         "supported_apps": {}, "name": name,
-        "task": f"{spec.task} segmentation at site {spec.site} ({spec.modality})",
+        "task": f"{spec.task} segmentation ({fg}) at site {spec.site} ({spec.modality})",
         "description": (f"A MONAI {_network(spec)['_target_'].split('.')[-1]} adapted by tl_med to site {spec.site}: "
                         "whole-image sliding-window inference "
                         f"at {spec.preprocess.spacing} mm, masks written on each input's own grid."),
         "authors": "tl_med pipeline", "copyright": "Owned by the hospital network that trained it",
         "data_source": f"de-identified studies of site {spec.site}", "data_type": "nibabel",
-        "image_classes": "single channel, resampled and intensity-normalised by the bundle's preprocessing",
+        "image_classes": (f"{spec.n_channels} channel(s) ({', '.join(channel_def.values())}; a multi-channel image is "
+                          "one 4-D NIfTI, channels last), resampled and intensity-normalised per channel by the "
+                          "bundle's preprocessing"),
         "label_classes": f"single channel, label values {json.dumps(spec.labels)}",
         "pred_classes": f"{spec.n_classes} channels (softmax), then argmax to label values",
         "eval_metrics": {"mean_dice": round(dice, 4)} if dice is not None else {},
@@ -141,9 +147,9 @@ def metadata(spec: ModelSpec, *, name: str, version: str, source: str, dice: flo
         "references": [],
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "hounsfield" if ct else "magnitude",
-                                 "modality": spec.modality, "num_channels": 1, "spatial_shape": patch,
+                                 "modality": spec.modality, "num_channels": spec.n_channels, "spatial_shape": patch,
                                  "dtype": "float32", "value_range": [], "is_patch_data": True,
-                                 "channel_def": {"0": "image"}}},
+                                 "channel_def": {str(k): v for k, v in channel_def.items()}}},
             "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": spec.n_classes,
                                  "spatial_shape": patch, "dtype": "float32", "value_range": [0, 1],
                                  "is_patch_data": True, "channel_def": dict(spec.labels)}},

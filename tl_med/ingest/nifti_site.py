@@ -4,7 +4,10 @@ The datalist is JSON with lists of items under ``training``, ``validation`` and/
 (``{"image": path, "label": path}``, or a bare image path), paths relative to the datalist's
 folder. Every referenced file is an input with one outcome. Images must be readable 3-D NIfTI
 with a finite affine and finite values; labels must match their image's grid and the task's
-label values. Accepted files are rewritten with clean headers (no ``descrip``/``aux_file``/
+label values. A multi-channel task (``channels`` in ``sites.yaml``) takes either a list of
+files per item, one per channel in the task's order, on one voxel grid (co-registered), or one
+4-D file whose last axis holds the channels (the Medical Segmentation Decathlon's layout); the
+case is written as one 4-D NIfTI, channels last. Accepted files are rewritten with clean headers (no ``descrip``/``aux_file``/
 ``intent_name``) under keyed case ids: input file names never reach the workspace.
 """
 
@@ -32,8 +35,9 @@ from tl_med.workspace import Workspace
 __all__ = ["ingest_datalist", "read_datalist"]
 
 
-def read_datalist(path: Path) -> list[tuple[Path, Path | None]]:
-    """(image, label-or-None) pairs of a datalist; a malformed datalist raises :class:`InputError`."""
+def read_datalist(path: Path) -> list[tuple[tuple[Path, ...], Path | None]]:
+    """(image files, label-or-None) of each item of a datalist; a malformed datalist raises
+    :class:`InputError`."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -42,19 +46,21 @@ def read_datalist(path: Path) -> list[tuple[Path, Path | None]]:
         raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(raw, dict) or not any(k in raw for k in ("training", "validation", "test")):
         raise InputError(f"{path}: a datalist needs a 'training', 'validation' or 'test' list")
-    pairs: list[tuple[Path, Path | None]] = []
+    pairs: list[tuple[tuple[Path, ...], Path | None]] = []
     for split in ("training", "validation", "test"):
         for i, item in enumerate(raw.get(split, [])):
-            if isinstance(item, str):
+            if isinstance(item, (str, list)):
                 item = {"image": item}
-            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-                raise InputError(f"{path}: field '{split}.{i}.image' is missing or not a path")
+            image = item.get("image") if isinstance(item, dict) else None
+            images = [image] if isinstance(image, str) else image
+            if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
+                raise InputError(f"{path}: field '{split}.{i}.image' is missing or not a path (or a list of paths)")
             label = item.get("label")
-            pairs.append((path.parent / item["image"], path.parent / label if isinstance(label, str) else None))
+            pairs.append((tuple(path.parent / p for p in images), path.parent / label if isinstance(label, str) else None))
     return pairs
 
 
-def _image(path: Path) -> tuple[Volume, np.ndarray] | str:
+def _image(path: Path, n_channels: int = 1) -> tuple[Volume, np.ndarray] | str:
     try:
         img = nib.load(path)
         proxy = img.dataobj
@@ -67,7 +73,9 @@ def _image(path: Path) -> tuple[Volume, np.ndarray] | str:
         return f"unreadable NIfTI ({safe_message(exc)})"
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
+    if n_channels > 1 and data.ndim == 4 and data.shape[3] != n_channels:
+        return f"a 4-D image with {data.shape[3]} channels where the task has {n_channels}"
+    if data.ndim != (4 if n_channels > 1 and data.ndim == 4 else 3):
         return f"not a 3-D volume (shape {tuple(data.shape)})"
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
         return "non-finite or singular affine"
@@ -76,8 +84,37 @@ def _image(path: Path) -> tuple[Volume, np.ndarray] | str:
     return Volume(np.asfortranarray(data), slope, inter), img.affine
 
 
+def _channels(paths: tuple[Path, ...], names: tuple[str, ...], atol_mm: float = 0.01
+              ) -> tuple[Volume, np.ndarray] | tuple[int, str]:
+    """One volume of a case's image files (channels last when several), or (index of the file
+    at fault, reason)."""
+    n = max(1, len(names))
+    if len(paths) not in (1, n):
+        return 0, f"{len(paths)} image files where the task has {n} channels ({', '.join(names)})"
+    loaded = []
+    for i, path in enumerate(paths):
+        got = _image(path, n if len(paths) == 1 else 1)
+        if isinstance(got, str):
+            return i, (f"channel {names[i]}: " if len(paths) > 1 else "") + got
+        loaded.append(got)
+    if len(paths) == 1 and (n == 1 or loaded[0][0].data.ndim == 4):
+        return loaded[0]
+    if len(paths) == 1:
+        return 0, f"a 3-D image where the task has {n} channels ({', '.join(names)}): list one file per channel"
+    (first, affine), grids = loaded[0], loaded[1:]
+    for i, (vol, aff) in enumerate(grids, start=1):
+        if vol.data.shape != first.data.shape or not np.allclose(aff, affine, atol=atol_mm):
+            return i, (f"channel {names[i]} is not on channel {names[0]}'s voxel grid (shape "
+                       f"{tuple(vol.data.shape)} vs {tuple(first.data.shape)}, affine differs by up to "
+                       f"{float(np.abs(aff - affine).max()):.3g} mm): co-register the sequences first")
+    stacked = np.stack([v.data.astype(np.float32) * np.float32(v.slope) + np.float32(v.intercept)
+                        for v, _ in loaded], axis=-1)
+    return Volume(np.asfortranarray(stacked)), affine
+
+
 def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestReport, state: IngestState,
-                    label_names: dict[str, str]) -> tuple[list[CaseEntry], list[CaseEntry]]:
+                    label_names: dict[str, str], channels: tuple[str, ...] = ()
+                    ) -> tuple[list[CaseEntry], list[CaseEntry]]:
     """Validate and copy a NIfTI site into the workspace; returns (labelled, unlabelled) entries."""
     assert site.datalist is not None
     pairs = read_datalist(site.datalist)
@@ -87,23 +124,32 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
     labelled: list[CaseEntry] = []
     unlabelled: list[CaseEntry] = []
     new_stacks: dict[str, dict[str, Any]] = {}
-    seen: set[Path] = set()
-    for image_path, label_path in pairs:
-        rel = str(image_path.relative_to(root)) if image_path.is_relative_to(root) else image_path.name
-        if image_path in seen:
+    seen: set[tuple[Path, ...]] = set()
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
+
+    for image_paths, label_path in pairs:
+        if image_paths in seen:
             continue
-        seen.add(image_path)
-        report.n_inputs += 1 + (label_path is not None)
-        sha = file_sha256(image_path) if image_path.is_file() else ""
-        cid = make_case_id(key, "nifti:" + sha)
-        loaded = _image(image_path) if sha else "file not found"
-        if isinstance(loaded, str):
-            report.record(rel, "quarantined", loaded)
+        seen.add(image_paths)
+        report.n_inputs += len(image_paths) + (label_path is not None)
+        shas = [file_sha256(p) if p.is_file() else "" for p in image_paths]
+        if not all(shas):
+            loaded: tuple[Volume, np.ndarray] | tuple[int, str] = (shas.index(""), "file not found")
+        else:
+            loaded = _channels(image_paths, channels)
+        if isinstance(loaded[1], str):
+            bad, reason = loaded
+            for i, p in enumerate(image_paths):
+                report.record(rel(p), "quarantined", reason if i == bad else
+                              f"another channel of this case was quarantined ({rel(image_paths[bad])})")
             if label_path is not None:
-                report.record(str(label_path.relative_to(root)), "quarantined",
-                              "label of a quarantined image")
+                report.record(rel(label_path), "quarantined", "label of a quarantined image")
             continue
         vol, affine = loaded
+        sha = shas[0] if len(shas) == 1 else fingerprint("channels", shas)
+        cid = make_case_id(key, "nifti:" + sha)
         fp = fingerprint(state.options, "nifti", sha)
         record = state.reusable(state.stacks, fp, ws.root, "out")
         if record is None:
@@ -111,7 +157,7 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
                                                site.ingest.compresslevel)
             record = {"out": str(written.relative_to(ws.root)), "size": written.stat().st_size,
                       "entry": dict(case_id=cid, image=str(Path("..") / written.relative_to(ws.root)),
-                                    image_sha256=written_sha, shape=list(vol.data.shape),
+                                    image_sha256=written_sha, shape=list(vol.data.shape[:3]),
                                     spacing=[round(float(v), 4) for v in nib.affines.voxel_sizes(affine)],
                                     orientation=orientation_code(affine), modality=site.modality,
                                     source="nifti")}
@@ -119,13 +165,14 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
         else:
             report.stacks_reused += 1
         new_stacks[fp] = record
-        report.record(rel, "converted", case_id=cid)
+        for p in image_paths:
+            report.record(rel(p), "converted", case_id=cid)
         entry = CaseEntry(**record["entry"])
         if label_path is None:
             unlabelled.append(entry)
             continue
-        label_rel = str(label_path.relative_to(root))
-        checked = check_label(label_path, tuple(vol.data.shape), affine, {int(k) for k in label_names})
+        label_rel = rel(label_path)
+        checked = check_label(label_path, tuple(vol.data.shape[:3]), affine, {int(k) for k in label_names})
         if isinstance(checked, str):
             report.record(label_rel, "quarantined", f"label for case {cid}: {checked}")
             unlabelled.append(entry)

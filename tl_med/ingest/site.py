@@ -32,13 +32,13 @@ from tl_med.ingest.stacks import StackJob, StackOutcome, convert_stack, nifti_na
 from tl_med.manifests import CaseEntry, SiteManifest, assign_splits, write_manifest
 from tl_med.progress import track
 from tl_med.quiet import silence_known_noise
-from tl_med.sites import SiteConfig
+from tl_med.sites import DEFAULT_LABELS, SiteConfig
 from tl_med.workspace import Workspace
 
 __all__ = ["IngestResult", "IngestPlan", "ingest_site", "plan_ingest", "convert_job", "finish_ingest",
            "LABEL_NAMES", "n_inputs", "worker_pool"]
 
-LABEL_NAMES = {"0": "background", "1": "liver"}
+LABEL_NAMES = DEFAULT_LABELS  # the default task's map; a sites.yaml may give its own (SitesConfig.labels)
 
 
 @dataclass(frozen=True)
@@ -103,15 +103,16 @@ def _label_for(stack: list[Frame], by_key: dict[str, Path]) -> Path | None:
 
 def _label_entry(label: Path, record: dict[str, Any], site_out: Path, ws: Workspace, report: IngestReport,
                  label_rel: str, state: IngestState, new_labels: dict[str, dict[str, Any]],
-                 opts_cl: int, read: Callable[..., np.ndarray | str] = check_label) -> dict[str, str] | None:
+                 opts_cl: int, labels: dict[str, str],
+                 read: Callable[..., np.ndarray | str] = check_label) -> dict[str, str] | None:
     """Check and write one label (a NIfTI mask, or a DICOM SEG with ``read=seg_label``); the
     manifest fields for it, or None (quarantined)."""
     cid = record["entry"]["case_id"]
-    fp = fingerprint(record["entry"]["image_sha256"], file_sha256(label))
+    fp = fingerprint(record["entry"]["image_sha256"], file_sha256(label), sorted(labels))
     saved = state.reusable(state.labels, fp, ws.root, "out")
     if saved is None:
         affine = np.asarray(record["affine"])
-        checked = read(label, tuple(record["entry"]["shape"]), affine, allowed={int(k) for k in LABEL_NAMES})
+        checked = read(label, tuple(record["entry"]["shape"]), affine, allowed={int(k) for k in labels})
         if isinstance(checked, str):
             report.record(label_rel, "quarantined", f"label for case {cid}: {checked}")
             return None
@@ -142,6 +143,8 @@ class IngestPlan:
     members: dict[str, list[Frame]]
     todo: list[StackJob]
     segs: list[tuple[Path, str, str]] = field(default_factory=list)  # (path, rel, referenced series UID)
+    labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LABELS))  # the task's label map
+    channels: tuple[str, ...] = ()  # the task's input channels (datalist sites; () is one image)
 
 
 def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
@@ -150,16 +153,18 @@ def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
 
 
 def plan_ingest(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None,
-                pool: Executor | None = None) -> IngestPlan:
+                pool: Executor | None = None, labels: dict[str, str] | None = None,
+                channels: tuple[str, ...] = ()) -> IngestPlan:
     """Read every header of a DICOM site and group the frames into stacks; stacks whose inputs and
     options are unchanged since the last run are reused (not in ``todo``). A datalist site has no
     stacks: :func:`finish_ingest` ingests it whole. Headers are read in ``pool`` when given
-    (see :func:`worker_pool`)."""
+    (see :func:`worker_pool`). ``labels`` and ``channels`` are the task's (``sites.yaml``)."""
     key = key if key is not None else ws.deid_key()
     report = IngestReport(site=site.name, key=key)
     state = _state(site, ws, key)
+    task_fields = {"labels": dict(labels or DEFAULT_LABELS), "channels": tuple(channels)}
     if site.datalist is not None:
-        return IngestPlan(site, ws, task, key, report, state, [], {}, [])
+        return IngestPlan(site, ws, task, key, report, state, [], {}, [], **task_fields)
     _check_inputs(site)
     assert site.dicom_dir is not None
     files = list_inputs(site.dicom_dir)
@@ -168,7 +173,7 @@ def plan_ingest(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None
     jobs, members = _jobs(frames, key, state.options)
     todo = [j for j in jobs if state.reusable(state.stacks, j.fingerprint, ws.root, "out") is None]
     report.stacks_converted, report.stacks_reused = len(todo), len(jobs) - len(todo)
-    return IngestPlan(site, ws, task, key, report, state, jobs, members, todo, segs)
+    return IngestPlan(site, ws, task, key, report, state, jobs, members, todo, segs, **task_fields)
 
 
 def convert_job(site: SiteConfig, ws: Workspace, job: StackJob, key: bytes | None = None) -> StackOutcome:
@@ -218,13 +223,13 @@ def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[li
             used.add(label)
             report.n_inputs += 1
             fields = _label_entry(label, outcome.record, out, ws, report, str(label.relative_to(input_root)),
-                                  state, new_labels, opts.compresslevel)
+                                  state, new_labels, opts.compresslevel, plan.labels)
             if seg is not None:
                 report.record(seg[1], "skipped", f"DICOM SEG for case {job.cid} not used: a NIfTI label "
                                                  "in labels_dir takes precedence")
         elif seg is not None:
             fields = _label_entry(seg[0], outcome.record, out, ws, report, seg[1], state, new_labels,
-                                  opts.compresslevel, read=seg_label)
+                                  opts.compresslevel, plan.labels, read=seg_label)
         if fields is not None:
             labelled.append(CaseEntry(**entry, **fields))
             continue
@@ -248,7 +253,8 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
     if site.datalist is not None:
         from tl_med.ingest.nifti_site import ingest_datalist
 
-        labelled, unlabelled = ingest_datalist(site, ws, plan.key, plan.report, plan.state, LABEL_NAMES)
+        labelled, unlabelled = ingest_datalist(site, ws, plan.key, plan.report, plan.state, plan.labels,
+                                               plan.channels)
     else:
         done = {o.cid: o for o in outcomes}
         missing = {j.cid for j in plan.todo} - set(done)
@@ -257,8 +263,10 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
         labelled, unlabelled = _assemble_dicom(plan, done)
     splits = assign_splits(labelled, site.split.n_train, site.split.n_val)
     modality = sorted({c.modality for c in labelled + unlabelled}) or ["?"]
+    # decathlon convention: the modality of each input channel (a multi-channel task names its sequences)
+    channels = dict(enumerate(plan.channels)) if len(plan.channels) > 1 else {0: "/".join(modality)}
     manifest = SiteManifest(
-        name=site.name, task=plan.task, modality={"0": "/".join(modality)}, labels=LABEL_NAMES,
+        name=site.name, task=plan.task, modality={str(k): v for k, v in channels.items()}, labels=plan.labels,
         numTraining=len(splits["training"]), numTest=len(splits["test"]),
         unlabelled=tuple(sorted(unlabelled, key=lambda c: c.case_id)), **splits,
     )
@@ -268,7 +276,8 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
                         report=plan.report, n_labelled=len(labelled), n_unlabelled=len(unlabelled))
 
 
-def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None) -> IngestResult:
+def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None,
+                labels: dict[str, str] | None = None, channels: tuple[str, ...] = ()) -> IngestResult:
     """Convert every series (or NIfTI pair) of ``site``; write its manifest and report.
 
     Bad files and series are quarantined with a reason and the rest of the site ingests; the
@@ -278,7 +287,7 @@ def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None
     """
     key = key if key is not None else ws.deid_key()
     with worker_pool(site.ingest.n_workers(), n_inputs(site)) as pool:
-        plan = plan_ingest(site, ws, task=task, key=key, pool=pool)
+        plan = plan_ingest(site, ws, task=task, key=key, pool=pool, labels=labels, channels=channels)
         convert = partial(convert_job, site, ws, key=key)
         outcomes = list(track(pool.map(convert, plan.todo) if pool else map(convert, plan.todo),
                               f"convert:{site.name}", f"ingest {site.name}: convert series", total=len(plan.todo),

@@ -46,6 +46,7 @@ class ModelSpec(FrozenModel):
     site: str
     modality: str  # "CT", "MR" (what the model was trained on; "/"-joined when mixed)
     labels: dict[str, str]  # label value -> name, "0" is background
+    channels: tuple[str, ...] = ()  # names of the input channels of a multi-channel task, in order
     network: NetworkConfig
     preprocess: PreprocessConfig
     inference: InferenceConfig = InferenceConfig()
@@ -56,14 +57,27 @@ class ModelSpec(FrozenModel):
     def n_classes(self) -> int:
         return self.network.out_channels
 
+    @property
+    def n_channels(self) -> int:
+        return self.network.in_channels
+
     @classmethod
     def from_config(cls, cfg: PipelineConfig, *, task: str, site: str, modality: str, labels: dict[str, str],
-                    landmarks: tuple[float, ...] | None = None) -> "ModelSpec":
+                    landmarks: tuple[float, ...] | None = None, channels: tuple[str, ...] = ()) -> "ModelSpec":
+        """The spec of ``cfg``'s network fitted to the task: one input per channel, one output
+        per label value. A bundle's own network must already fit (:class:`InputError` if not)."""
         import monai
 
         import tl_med
 
-        return cls(task=task, site=site, modality=modality, labels=labels, network=cfg.network,
+        fitted = {"in_channels": max(1, len(channels)), "out_channels": len(labels)}
+        if cfg.network.name == "bundle":
+            own = {k: (cfg.network.definition or {}).get(k) for k in fitted}
+            wrong = [f"{k} {own[k]} (the task needs {v})" for k, v in fitted.items() if own[k] not in (None, v)]
+            if wrong:
+                raise InputError(f"bundle network {cfg.network.bundle}: {', '.join(wrong)}")
+        network = cfg.network.model_copy(update=fitted)
+        return cls(task=task, site=site, modality=modality, labels=labels, channels=tuple(channels), network=network,
                    preprocess=cfg.preprocess, inference=cfg.inference,
                    landmarks=tuple(landmarks) if landmarks else None,
                    versions={"tl_med": tl_med.__version__, "monai": monai.__version__,

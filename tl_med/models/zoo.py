@@ -25,16 +25,13 @@ from tl_med.config import NetworkConfig
 
 __all__ = ["BUILDERS", "network_arguments", "network_definition", "build_network", "resolve_device"]
 
-IN_CHANNELS = 1
-
-
 def _unet(c: NetworkConfig) -> dict[str, Any]:
-    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels, "channels": list(c.channels),
+    return {"spatial_dims": 3, "in_channels": c.in_channels, "out_channels": c.out_channels, "channels": list(c.channels),
             "strides": list(c.strides), "num_res_units": c.num_res_units, "dropout": c.dropout, "norm": c.norm}
 
 
 def _dynunet(c: NetworkConfig) -> dict[str, Any]:
-    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels,
+    return {"spatial_dims": 3, "in_channels": c.in_channels, "out_channels": c.out_channels,
             "kernel_size": [3] * len(c.channels), "strides": [1, *c.strides], "upsample_kernel_size": list(c.strides),
             "filters": list(c.channels), "dropout": c.dropout or None,
             "norm_name": "batch" if c.norm == "batch" else ["instance", {"affine": True}], "res_block": True}
@@ -42,19 +39,19 @@ def _dynunet(c: NetworkConfig) -> dict[str, Any]:
 
 def _segresnet(c: NetworkConfig) -> dict[str, Any]:
     levels = len(c.channels)
-    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels,
+    return {"spatial_dims": 3, "in_channels": c.in_channels, "out_channels": c.out_channels,
             "init_filters": c.channels[0], "dropout_prob": c.dropout or None,
             "norm": ["batch", {}] if c.norm == "batch" else ["instance", {"affine": True}],
             "blocks_down": [1, 2, 2, 4, 4, 4][:levels], "blocks_up": [1] * (levels - 1)}
 
 
 def _attention_unet(c: NetworkConfig) -> dict[str, Any]:
-    return {"spatial_dims": 3, "in_channels": IN_CHANNELS, "out_channels": c.out_channels,
+    return {"spatial_dims": 3, "in_channels": c.in_channels, "out_channels": c.out_channels,
             "channels": list(c.channels), "strides": list(c.strides), "dropout": c.dropout}
 
 
 def _swin_unetr(c: NetworkConfig) -> dict[str, Any]:
-    return {"in_channels": IN_CHANNELS, "out_channels": c.out_channels, "feature_size": c.channels[0],
+    return {"in_channels": c.in_channels, "out_channels": c.out_channels, "feature_size": c.channels[0],
             "norm_name": c.norm, "drop_rate": c.dropout, "spatial_dims": 3, "use_v2": True}
 
 
@@ -81,8 +78,8 @@ def network_definition(cfg: NetworkConfig) -> dict[str, Any]:
 
 
 def build_network(cfg: NetworkConfig) -> torch.nn.Module:
-    """The configured network: a catalogue network with one input channel and ``cfg.out_channels``
-    classes, or a bundle's own ``network_def``."""
+    """The configured network: a catalogue network with ``cfg.in_channels`` inputs and
+    ``cfg.out_channels`` classes, or a bundle's own ``network_def``."""
     if cfg.name == "bundle":
         from tl_med.models.bundle_network import build_definition
 

@@ -40,6 +40,7 @@ class Input:
     geometry: SeriesGeometry | None = None
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    channels: int = 1  # a 4-D NIfTI's last axis: co-registered sequences of one case
 
     def volume(self) -> tuple[np.ndarray, np.ndarray] | str:
         """(voxel array, RAS affine), or a reason. NIfTI inputs are predicted from their file."""
@@ -66,8 +67,9 @@ def _nifti(path: Path) -> Input:
     item = Input(nifti_stem(path), path, "nifti")
     try:
         img = nib.load(path)
-        if len(img.shape) != 3 or not np.all(np.isfinite(img.affine)):
-            item.reason = f"not a 3-D image with a finite affine (shape {img.shape})"
+        if len(img.shape) not in (3, 4) or not np.all(np.isfinite(img.affine)):
+            item.reason = f"not a 3-D image (or 4-D, channels last) with a finite affine (shape {img.shape})"
+        item.channels = img.shape[3] if len(img.shape) == 4 else 1
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a reason
         item.reason = f"not a readable NIfTI file ({type(exc).__name__})"
     return item

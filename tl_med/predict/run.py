@@ -57,11 +57,21 @@ def _modality_refusal(item: Input, predictor: Predictor, force: bool) -> str:
             "(--force applies it anyway)")
 
 
+def _channel_refusal(item: Input, predictor: Predictor) -> str:
+    spec = predictor.spec
+    if item.channels == spec.n_channels:
+        return ""
+    names = f" ({', '.join(spec.channels)})" if spec.channels else ""
+    given = "a DICOM series is one" if item.kind == "dicom" else f"this image has {item.channels}"
+    return (f"the model takes {spec.n_channels} channel(s){names} and {given}"
+            + ("; give one 4-D NIfTI with the co-registered channels last" if spec.n_channels > 1 else ""))
+
+
 def predict_one(predictor: Predictor, item: Input, out: Path, *, model: str, force: bool = False) -> Outcome:
     """Predict one input and write its outputs (never raises for a bad input)."""
     if item.reason:
         return Outcome(item.name, item.kind, reason=item.reason)
-    refusal = _modality_refusal(item, predictor, force)
+    refusal = _channel_refusal(item, predictor) or _modality_refusal(item, predictor, force)
     if refusal:
         return Outcome(item.name, item.kind, reason=refusal)
     nifti_out = out / f"{item.name}.nii.gz"

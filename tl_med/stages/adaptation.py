@@ -19,6 +19,7 @@ from tl_med.catalogue import adapt_epochs, needs_source
 from tl_med.checkpoint import Checkpoint
 from tl_med.data.loaders import loader_factory
 from tl_med.errors import InputError
+from tl_med.evaluate import metric_name
 from tl_med.inference import Predictor
 from tl_med.manifests import datalist, load_manifest, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
@@ -138,7 +139,7 @@ def _log_shift(job: _SiteJob, source_manifest: Path) -> None:
 def _source_only(job: _SiteJob) -> tuple[dict[str, float], float | None]:
     """The pretrained model as it is on the target test split, and its Dice on the source's."""
     with job.child("source_only") as run_id:
-        model = build_network(job.ctx.cfg.network)
+        model = build_network(job.target_spec.network)
         transfer_weights(model, job.state)
         metrics = evaluate(job.ctx, run_id, model, job.splits["test"], job.target_spec).summary()
         job.log_estimate(run_id, model, job.target_spec)
@@ -153,7 +154,7 @@ def _from_scratch(job: _SiteJob) -> dict[str, float] | None:
     with job.child("scratch", "none") as run_id:
         job.setup(run_id, strategy="scratch")
         seed_everything(ctx.cfg.seed)
-        model = build_network(ctx.cfg.network)
+        model = build_network(job.target_spec.network)
         train(ctx, run_id, model, job.splits, optimizer([{"params": model.parameters()}], ctx.cfg.pretrain.lr,
                                                          ac.weight_decay), ac, Checkpoint(job.checkpoints / "scratch.pt"))
         return evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary()
@@ -167,7 +168,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
     with job.child(label) as run_id:
         job.setup(run_id, strategy=label, pretrained_source=job.pretrained)
         seed_everything(ctx.cfg.seed)
-        model = build_network(ctx.cfg.network)
+        model = build_network(job.target_spec.network)
         report = transfer_weights(model, job.state)
         tracker.log_json(run_id, report.to_json(), "transfer/weights_report.json")
         tracker.log_metrics(run_id, {"transfer_share": report.share,
@@ -193,7 +194,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
                                   **({"negative_transfer_reason": negative} if negative else {})})
         tracker.log_state_dict(run_id, model)
         package = tracker.log_package(run_id, model, spec)
-        model_uri = tracker.log_model(run_id, model, input_example(ctx))
+        model_uri = tracker.log_model(run_id, model, input_example(spec))
     return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative, estimated)
 
 
@@ -249,7 +250,11 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     if (needs_source(ac.steps) or ac.ewc > 0) and source_manifest is None:
         raise InputError(f"adapt.steps/ewc of site '{site}' need the source site's manifest")
     state = load_state(pretrained, ctx.tracker, ctx.ws)
-    transfer = transfer_weights(build_network(ctx.cfg.network), state)
+    target_spec = model_spec(ctx, site, manifest_path)
+    if "harmonise" in ac.steps and target_spec.n_channels > 1:
+        raise InputError(f"adapt step harmonise maps one intensity histogram; site '{site}' has "
+                         f"{target_spec.n_channels} channels ({', '.join(target_spec.channels)}): leave it out")
+    transfer = transfer_weights(build_network(target_spec.network), state)
     transfer.require(ac.min_transfer_share, pretrained)  # before any run exists
     note(f"{site}: {transfer.describe()}")
     label = ac.strategy + "".join(f"+{s}" for s in ac.steps)
@@ -260,7 +265,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                                                         pretrained_source=pretrained)) as parent:
         job = _SiteJob(ctx, site, manifest_path, pretrained, splits, state,
                        datalist(source_manifest, "test") if source_manifest else [],
-                       model_spec(ctx, site, manifest_path), source_spec, ckpt, parent,
+                       target_spec, source_spec, ckpt, parent,
                        _source_volumes(source_manifest))
         job.setup(parent, strategy=label, pretrained_source=pretrained)
         if source_manifest:
@@ -276,7 +281,18 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                       source_only_hd95=finite(source_only_m["hd95"]),
                       scratch_hd95=finite(scratch_m["hd95"]) if scratch_m else None,
                       adapted_hd95=finite(adapted.metrics["hd95"]), n_labelled=len(splits["training"]),
-                      n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id)
+                      n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id,
+                      class_dice=_class_dice(target_spec, {"source_only": source_only_m, "from_scratch": scratch_m,
+                                                           "adapted": adapted.metrics}))
+
+
+def _class_dice(spec: ModelSpec, summaries: dict[str, dict[str, float] | None]) -> dict[str, dict[str, float | None]]:
+    """Each foreground class's test Dice per model (empty for a binary task)."""
+    classes = [name for value, name in sorted(spec.labels.items(), key=lambda kv: int(kv[0])) if value != "0"]
+    if len(classes) < 2:
+        return {}
+    return {name: {model: finite(m[f"dice_{metric_name(name)}"]) if m else None for model, m in summaries.items()}
+            for name in classes}
 
 
 def _champion(tracker: Tracker, name: str, manifest_sha: str) -> tuple[str, float] | None:

@@ -81,6 +81,8 @@ class SiteResult:
     n_labelled: int = 0
     n_test: int = 0
     flow_run_id: str = ""
+    # a multi-class task's test Dice of each class: {class: {"source_only", "from_scratch", "adapted"}}
+    class_dice: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     @property
     def gain(self) -> float:
@@ -199,13 +201,17 @@ def train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[s
 def model_spec(ctx: StageContext, site: str, manifest_path: Path, landmarks: tuple[float, ...] | None = None) -> ModelSpec:
     """How a model trained for ``site`` on this manifest's data is applied (see tl_med.models.spec)."""
     manifest = load_manifest(manifest_path)
-    return ModelSpec.from_config(ctx.cfg, task=ctx.cfg.task, site=site, modality=manifest.modality.get("0", "?"),
-                                 labels=dict(manifest.labels), landmarks=landmarks)
+    channels = tuple(manifest.modality.values()) if len(manifest.modality) > 1 else ()
+    cases = [*manifest.training, *manifest.validation, *manifest.test, *manifest.unlabelled]
+    modality = "/".join(sorted({c.modality for c in cases})) if channels and cases else manifest.modality.get("0", "?")
+    return ModelSpec.from_config(ctx.cfg, task=ctx.cfg.task, site=site, modality=modality,
+                                 labels=dict(manifest.labels), landmarks=landmarks, channels=channels)
 
 
 def evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict], spec: ModelSpec) -> CaseMetrics:
     """Test metrics on each image's own grid (whole-image inference, inverted to the acquired
-    grid); logged as ``test_dice``/``test_hd95`` with a per-case CSV and overlays."""
+    grid); logged as ``test_dice``/``test_hd95`` (and ``test_dice_<class>``/``test_hd95_<class>``
+    for each class of a multi-class task) with a per-case CSV and overlays."""
     name = ctx.tracker.client.get_run(run_id).info.run_name
     predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
     metrics, shown = evaluate_native(predictor, items, f"evaluate {name}", f"eval:{run_id}")
@@ -213,13 +219,13 @@ def evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list
     ctx.tracker.log_figure(run_id, fig, "plots/overlays.png")
     plt.close(fig)
     s = metrics.summary()
-    ctx.tracker.log_metrics(run_id, {"test_dice": s["dice"], "test_hd95": s["hd95"]})
+    ctx.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in s.items() if k != "n_cases"})
     ctx.tracker.log_text(run_id, metrics.to_csv(), "metrics/test_per_case.csv")
     return metrics
 
 
-def input_example(ctx: StageContext) -> np.ndarray:
-    return np.zeros((2, 1, *ctx.cfg.preprocess.patch_size), dtype=np.float32)
+def input_example(spec: ModelSpec) -> np.ndarray:
+    return np.zeros((2, spec.n_channels, *spec.preprocess.patch_size), dtype=np.float32)
 
 
 def optimizer(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:

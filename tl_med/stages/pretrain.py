@@ -27,15 +27,15 @@ def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> Pretra
                                                            strategy="pretrain")) as run_id:
         log_setup(ctx, run_id, site, manifest_path, {"strategy": "pretrain",
                                                       "n_train_cases": len(splits["training"])})
+        spec = model_spec(ctx, site, manifest_path)
         seed_everything(ctx.cfg.seed)
-        model = build_network(ctx.cfg.network)
+        model = build_network(spec.network)
         train(ctx, run_id, model, splits, optimizer([{"params": model.parameters()}], tc.lr, tc.weight_decay), tc,
               Checkpoint(ckpt / "train.pt"))
-        spec = model_spec(ctx, site, manifest_path)
         test = evaluate(ctx, run_id, model, splits["test"], spec).summary()
         weights_uri = ctx.tracker.log_state_dict(run_id, model)
         package = ctx.tracker.log_package(run_id, model, spec)
-        model_uri = ctx.tracker.log_model(run_id, model, input_example(ctx))
+        model_uri = ctx.tracker.log_model(run_id, model, input_example(spec))
         version = ctx.tracker.register(
             model_uri, name, run_id, tags={"test_dice": f"{test['dice']:.4f}", "site": site,
                                            "manifest_sha256": manifest_hash(manifest_path), "package": package,
