@@ -177,7 +177,8 @@ def site_data(sites: Sites, site: str) -> dict:
             "test": datalist(sites.manifests[site], "test"), "source_train": source_train,
             "source_volumes": label_volumes_ml(source_train),
             "spec": {"task": sites.task, "site": site, "modality": manifest.modality.get("0", "?"),
-                     "labels": dict(manifest.labels)}}
+                     "labels": dict(manifest.labels),
+                     "channels": tuple(manifest.modality.values()) if len(manifest.modality) > 1 else ()}}
 
 
 def sources(args: argparse.Namespace, ws, tracker, sites: Sites, variants: list[str],
@@ -203,14 +204,15 @@ def window(cfg):
     return window_inferer(cfg.preprocess.patch_size, cfg.inference)
 
 
-def train_scratch(cfg, make, labelled, validation, seed, device):
+def train_scratch(cfg, make, labelled, validation, seed, device, network=None):
+    """A fresh ``network`` (default: the config's) trained on ``labelled``."""
     import torch
 
     from tl_med.models.zoo import build_network
     from tl_med.train import fit, seed_everything
 
     seed_everything(seed)
-    model = build_network(cfg.network)
+    model = build_network(network or cfg.network)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain.lr, weight_decay=cfg.adapt.weight_decay)
     fit(model, make(labelled, train=True, batch_size=cfg.adapt.batch_size),
         make(validation, train=False) if validation else None, opt, epochs=cfg.adapt.epochs, device=device,
@@ -233,11 +235,12 @@ def run_method(cfg, make, method, k_items, data, state, seed, device, da_steps) 
     from tl_med.train import seed_everything
 
     landmarks = None
+    network = ModelSpec.from_config(cfg, **data["spec"]).network  # fitted to the task's channels and labels
     if method == "scratch":
-        model = train_scratch(cfg, make, k_items, data["validation"], seed, device)
+        model = train_scratch(cfg, make, k_items, data["validation"], seed, device, network)
     else:
         seed_everything(seed)
-        model = build_network(cfg.network)
+        model = build_network(network)
         transfer_weights(model, state)
         if method != "source_only":
             strategy = "finetune" if method == "da" else method

@@ -4,7 +4,7 @@ from monai.data import DataLoader
 import pytest
 
 from tl_med.checkpoint import Checkpoint
-from tl_med.config import LoopConfig
+from tl_med.config import LoopConfig, NetworkConfig
 from tl_med.data.transforms import cached_dataset
 from tl_med.inference import window_inferer
 from tl_med.manifests import datalist
@@ -113,7 +113,7 @@ def test_warmup_then_cosine_sets_each_epochs_rate_and_accumulation_steps_less_of
     assert [r for r in _Recording.rates[::per_epoch]] == pytest.approx([0.5e-2, 1e-2, 0.5e-2])
 
 
-def test_early_stopping_ends_after_its_patience_and_keeps_the_best_weights(ingested, tiny_cfg):
+def test_early_stopping_ends_after_its_patience_and_keeps_the_best_weights(ingested, tiny_cfg, tmp_path):
     ws, _ = ingested
     flat = lambda image, model: torch.zeros(image.shape[0], 2, *image.shape[2:])  # noqa: E731 - same Dice each epoch
     seed_everything(0)
@@ -121,7 +121,37 @@ def test_early_stopping_ends_after_its_patience_and_keeps_the_best_weights(inges
     loader = DataLoader(cached_dataset(items, tiny_cfg.preprocess, ws.cache, sample_patches=True), batch_size=2)
     val = DataLoader(cached_dataset(datalist(ws.site_manifest("north"), "validation"), tiny_cfg.preprocess, ws.cache))
     model = build_network(tiny_cfg.network)
+    ckpt = Checkpoint(tmp_path / "fit.pt")
     result = fit(model, loader, val, torch.optim.SGD(model.parameters(), lr=1e-2), epochs=10,
-                 device=torch.device("cpu"), infer=flat, loop=LoopConfig(early_stopping=2))
+                 device=torch.device("cpu"), infer=flat, loop=LoopConfig(early_stopping=2), checkpoint=ckpt)
     assert len(result.history) == 3 and result.stopped_early == 2 and result.best_epoch == 0
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.best_state.items())
+    # a retry that finds the checkpoint of the stopped fit does not train on
+    again = build_network(tiny_cfg.network)
+    resumed = fit(again, loader, val, torch.optim.SGD(again.parameters(), lr=1e-2), epochs=10,
+                  device=torch.device("cpu"), infer=flat, loop=LoopConfig(early_stopping=2), checkpoint=ckpt)
+    assert len(resumed.history) == 3 and resumed.stopped_early == 2
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in result.best_state.items())
+
+
+def test_a_partial_last_accumulation_averages_its_own_batches():
+    from tl_med.train import _group_size
+
+    assert [_group_size(s, 5, 2) for s in range(5)] == [2, 2, 2, 2, 1]
+    assert [_group_size(s, 3, 4) for s in range(3)] == [3, 3, 3]
+    assert _group_size(7, None, 4) == 4  # a loader without a length: the configured size
+    # one step over a whole epoch of 3 batches equals the step on their mean loss
+    torch.manual_seed(0)
+    batches = [{"image": torch.randn(1, 1, 16, 16, 16), "label": (torch.rand(1, 1, 16, 16, 16) > 0.5).float()}
+               for _ in range(3)]
+    nets = [build_network(NetworkConfig(channels=(4, 8), strides=(2,), num_res_units=0)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opt = torch.optim.SGD(nets[0].parameters(), lr=0.1)
+    fit(nets[0], batches, None, opt, epochs=1, device=torch.device("cpu"), loop=LoopConfig(grad_accumulation=8))
+    from monai.losses import DiceCELoss
+
+    loss_fn, ref = DiceCELoss(to_onehot_y=True, softmax=True), torch.optim.SGD(nets[1].parameters(), lr=0.1)
+    nets[1].train()
+    (sum(loss_fn(nets[1](b["image"]), b["label"].long()) for b in batches) / 3).backward()
+    ref.step()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(nets[0].parameters(), nets[1].parameters()))

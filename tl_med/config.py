@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -130,7 +131,8 @@ class LoopConfig(FrozenModel):
     """How a training loop runs (source pretraining and site adaptation alike).
 
     ``lr_schedule``: ``constant``, ``cosine`` (annealed to 0 over the epochs after the warm-up) or
-    ``plateau`` (halved after ``plateau_patience`` epochs without a better validation Dice); the
+    ``plateau`` (``ReduceLROnPlateau``: halved at the ``plateau_patience + 1``-th epoch in a row whose
+    validation Dice is not above the best by more than 0.01 % of it); the
     first ``warmup_epochs`` ramp the rate up linearly. ``early_stopping``: stop after that many
     epochs without a better validation Dice (0: never); the best-validation weights are kept
     either way. ``grad_accumulation``: batches per optimizer step. ``amp``: mixed precision and
@@ -306,13 +308,21 @@ class PipelineConfig(FrozenModel):
 
     @classmethod
     def from_yaml(cls, path: Path) -> "PipelineConfig":
-        return load_yaml_model(cls, path)
+        """A config file; a relative ``network.bundle`` is relative to the file's folder."""
+        def anchor(raw: Any) -> Any:
+            net = raw.get("network") if isinstance(raw, dict) else None
+            if isinstance(net, dict) and isinstance(net.get("bundle"), str) and not Path(net["bundle"]).is_absolute():
+                raw = {**raw, "network": {**net, "bundle": str((Path(path).parent / net["bundle"]).resolve())}}
+            return raw
+
+        return load_yaml_model(cls, path, prepare=anchor)
 
 
-def load_yaml_model(model: type[BaseModel], path: Path) -> Any:
-    """Load and validate a YAML file; errors name the file and the first bad field."""
+def load_yaml_model(model: type[BaseModel], path: Path, prepare: Callable[[Any], Any] = lambda raw: raw) -> Any:
+    """Load and validate a YAML file (``prepare`` may adjust the raw data first); errors name the
+    file and the first bad field."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = prepare(yaml.safe_load(Path(path).read_text()) or {})
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:

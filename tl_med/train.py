@@ -92,6 +92,9 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     schedule = EpochSchedule(optimizer, loop, epochs)
     first = _resume(checkpoint, model, optimizer, train_loader, result, on_epoch, epochs, schedule)
+    if first and _should_stop(loop, result, first - 1):  # the checkpointed fit had already stopped
+        result.stopped_early = first - 1
+        first = epochs
     for epoch in range(first, epochs):
         if before_epoch is not None:
             before_epoch(epoch)
@@ -100,6 +103,7 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
         model.train()
         total, steps = 0.0, 0
         optimizer.zero_grad(set_to_none=True)
+        n_batches = _length(train_loader)
         for batch in train_loader:
             image, label = batch["image"].to(device), batch["label"].to(device).long()
             if amp:
@@ -108,7 +112,7 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
                 loss = loss_fn(model(image), label)
                 for extra in extra_losses:
                     loss = loss + extra(model)
-            scaler.scale(loss / loop.grad_accumulation).backward()
+            scaler.scale(loss / _group_size(steps, n_batches, loop.grad_accumulation)).backward()
             total += float(loss.detach())
             steps += 1
             if steps % loop.grad_accumulation == 0:
@@ -129,7 +133,7 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
         if checkpoint is not None:
             checkpoint.save(epoch=epoch, model=model, optimizer=optimizer, loader=train_loader,
                             fit_state=_fit_state(result, schedule))
-        if loop.early_stopping and val_dice is not None and epoch - result.best_epoch >= loop.early_stopping:
+        if val_dice is not None and _should_stop(loop, result, epoch):
             result.stopped_early = epoch
             note(f"early stopping after epoch {epoch + 1} of {epochs}: no better validation Dice for "
                  f"{loop.early_stopping} epochs (best {result.best_val_dice:.3f} at epoch {result.best_epoch + 1})")
@@ -137,6 +141,28 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result
+
+
+def _should_stop(loop: LoopConfig, result: FitResult, epoch: int) -> bool:
+    """Early stopping: ``loop.early_stopping`` epochs since the best validation Dice."""
+    return bool(loop.early_stopping) and result.best_val_dice is not None and \
+        epoch - result.best_epoch >= loop.early_stopping
+
+
+def _length(loader: Iterable[dict]) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _group_size(step: int, n_batches: int | None, every: int) -> int:
+    """How many batches share the optimizer step that batch ``step`` (0-based) belongs to: ``every``,
+    or fewer for the epoch's last, partial group, so that each step averages its own batches."""
+    if n_batches is None:
+        return every
+    start = step - step % every
+    return max(1, min(every, n_batches - start))
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:

@@ -67,3 +67,21 @@ def test_a_bundle_network_that_does_not_stand_alone_is_one_line(tmp_path, networ
         NetworkConfig(name="bundle")
     with pytest.raises(ValueError, match="apply to name bundle, not UNet"):
         NetworkConfig(definition={"_target_": "UNet"})
+
+
+def test_a_config_files_relative_bundle_path_is_relative_to_the_file_and_must_fit_the_task(tmp_path, monkeypatch):
+    import yaml
+
+    from tl_med.errors import InputError
+    from tl_med.models.spec import ModelSpec
+
+    _bundle(tmp_path / "configs_dir" / "zoo", SEGRESNET)
+    base = PipelineConfig.profile("tiny").model_dump(mode="json")
+    base["network"] = {"name": "bundle", "bundle": "zoo"}
+    (tmp_path / "configs_dir" / "tl.yaml").write_text(yaml.safe_dump(base))
+    monkeypatch.chdir(tmp_path)  # not the file's folder
+    cfg = PipelineConfig.from_yaml(tmp_path / "configs_dir" / "tl.yaml")
+    assert cfg.network.bundle == (tmp_path / "configs_dir" / "zoo").resolve() and cfg.network.definition
+    with pytest.raises(InputError, match=r"bundle network .*zoo: out_channels 2 \(the task needs 3\)"):
+        ModelSpec.from_config(cfg, task="t", site="s", modality="MR",
+                              labels={"0": "background", "1": "a", "2": "b"})

@@ -88,10 +88,13 @@ def _cycle(loader: Iterable[dict]) -> Iterator[dict]:
 
 
 def _coral(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    d = a.shape[1]
-    ca = torch.cov(a.T) if a.shape[0] > 1 else a.new_zeros((d, d))
-    cb = torch.cov(b.T) if b.shape[0] > 1 else b.new_zeros((d, d))
-    return ((ca - cb) ** 2).sum() / (4 * d * d)
+    # covariances in float32 even under mixed precision (fp16 sums of squares overflow)
+    with torch.autocast(a.device.type, enabled=False):
+        a, b = a.float(), b.float()
+        d = a.shape[1]
+        ca = torch.cov(a.T) if a.shape[0] > 1 else a.new_zeros((d, d))
+        cb = torch.cov(b.T) if b.shape[0] > 1 else b.new_zeros((d, d))
+        return ((ca - cb) ** 2).sum() / (4 * d * d)
 
 
 class CoralLoss:
