@@ -130,6 +130,18 @@ def test_an_interrupted_pull_resumes_without_fetching_anything_twice(pacs_site):
     assert ingest_site(east, ws, task="liver").n_labelled == 3
 
 
+def test_a_pull_with_another_key_fetches_nothing_already_in_the_folder(pacs_site):
+    ws, sites_file, _, _ = pacs_site
+    east = load_sites(sites_file, ws.root).get("east")
+    assert pull_site(east, ws).instances == 30
+    (ws.data / "east" / "pacs-state.json").unlink()  # a new machine, or a rotated key: no pull state
+    again = pull_site(east, ws, key=b"another workspace's key")
+    assert again.instances == 0 and again.present == 30 and not again.failed
+    assert "30 instances were already in the folder" in again.line()
+    result = ingest_site(east, ws, task="liver")
+    assert result.n_labelled == 3 and result.report.summary()["quarantined"] == 0
+
+
 def test_wrong_credentials_and_an_unreachable_pacs_are_one_clear_error(pacs_site, monkeypatch):
     ws, sites_file, url, _ = pacs_site
     east = load_sites(sites_file, ws.root).get("east")

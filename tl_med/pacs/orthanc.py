@@ -107,7 +107,13 @@ class OrthancClient:
 
     def instances(self, study_id: str) -> list[str]:
         """The ids of a study's instances, in Orthanc's order."""
-        return [str(i["ID"]) for i in self._get(f"/studies/{study_id}/instances", "listing a study").json()]
+        return list(self.instance_uids(study_id))
+
+    def instance_uids(self, study_id: str) -> dict[str, str]:
+        """Each instance id of a study with its SOPInstanceUID (in memory only: to skip instances
+        already on disk), in Orthanc's order."""
+        found = self._get(f"/studies/{study_id}/instances", "listing a study").json()
+        return {str(i["ID"]): str(i.get("MainDicomTags", {}).get("SOPInstanceUID", "")) for i in found}
 
     def instance_file(self, instance_id: str) -> bytes:
         """One instance's DICOM file (Part 10), as stored."""

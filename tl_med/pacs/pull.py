@@ -8,6 +8,8 @@ recorded as done in ``data/<site>/pacs-state.json``. So:
 - nothing is fetched twice: done studies are skipped, and an interrupted study resumes with the
   instances it is missing;
 - a study that grew in the PACS (more instances than recorded) is completed on the next pull;
+- an instance whose SOP Instance UID is already somewhere in ``dicom_dir`` (an earlier pull with
+  another workspace or key, a folder export) is not fetched again, whatever the pull state says;
 - a study that fails half-way is reported (one line, keyed reference) and the other studies go on.
 
 ``<ref>`` and the file names are keyed hashes of Orthanc's ids (the project de-identification
@@ -25,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,7 @@ class PullReport:
     bytes: int = 0
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
+    present: int = 0  # instances of pulled studies already in dicom_dir (not fetched again)
 
     def summary(self) -> dict[str, object]:
         return asdict(self)
@@ -64,7 +66,8 @@ class PullReport:
     def line(self) -> str:
         return (f"{self.site}: {self.matched} studies match in the PACS; {self.already} already here, "
                 f"{self.pulled} pulled now ({self.instances} instances, {self.bytes / 1e6:.1f} MB, "
-                f"{self.seconds:.1f} s), {len(self.failed)} failed")
+                f"{self.seconds:.1f} s), {len(self.failed)} failed"
+                + (f"; {self.present} instances were already in the folder" if self.present else ""))
 
 
 def pacs_folder(site: SiteConfig) -> Path:
@@ -84,15 +87,42 @@ class _State:
         os.replace(tmp, self.path)
 
 
+def present_instances(folder: Path) -> set[str]:
+    """The SOP Instance UIDs of the DICOM files under ``folder`` (headers only; unreadable files
+    are left out). Stays in memory."""
+    import warnings
+
+    import pydicom
+
+    from tl_med.ingest.scan import list_inputs
+
+    found: set[str] = set()
+    if not folder.is_dir():
+        return found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in list_inputs(folder):
+            try:
+                uid = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get(
+                    "SOPInstanceUID")
+            except Exception:  # noqa: BLE001 - not DICOM: not an instance we could skip
+                continue
+            if uid:
+                found.add(str(uid))
+    return found
+
+
 def _fetch_study(client: OrthancClient, key: bytes, study_id: str, final: Path, partial: Path,
-                 report: PullReport) -> int:
-    """Fetch the study's missing instances into ``partial`` then publish it as ``final``; its size."""
-    instances = client.instances(study_id)
+                 report: PullReport, present: set[str]) -> int:
+    """Fetch the study's missing instances into ``partial`` then publish it as ``final``; its size.
+    Instances whose SOP Instance UID is in ``present`` are already on disk and not fetched."""
+    instances = client.instance_uids(study_id)
     if final.is_dir():  # the study grew since it was pulled: complete it in place of the old copy
         final.rename(partial)
     partial.mkdir(parents=True, exist_ok=True)
     missing = [(i, partial / f"{keyed_hash(key, 'pacs-instance:' + i, 16)}.dcm") for i in instances]
-    missing = [(i, target) for i, target in missing if not target.is_file()]
+    missing = [(i, target) for i, target in missing if not target.is_file() and instances[i] not in present]
+    report.present += sum(1 for i in instances if instances[i] in present)
 
     def fetch(item: tuple[str, Path]) -> int:
         instance, target = item
@@ -126,18 +156,21 @@ def pull_site(site: SiteConfig, ws: Workspace, *, client: OrthancClient | None =
     report, start = PullReport(site.name), time.perf_counter()
     state = _State(ws.data / site.name / "pacs-state.json")
     root = pacs_folder(site)
+    present: set[str] | None = None  # read once, and only when a study needs fetching
     try:
         studies = client.find_studies(site.pacs.query.orthanc())
         report.matched = len(studies)
         for study_id in studies:
             ref = keyed_hash(key, "pacs-study:" + study_id, 16)
             final, partial = root / ref, root / f"{PARTIAL_PREFIX}{ref}"
-            if ref in state.done and final.is_dir() and \
-                    state.done[ref] == len(list(final.glob("*.dcm"))) == _count(client, study_id):
+            if ref in state.done and final.is_dir() and state.done[ref] == _count(client, study_id):
                 report.already += 1
                 continue
+            if present is None:
+                assert site.dicom_dir is not None
+                present = present_instances(site.dicom_dir)
             try:
-                state.done[ref] = _fetch_study(client, key, study_id, final, partial, report)
+                state.done[ref] = _fetch_study(client, key, study_id, final, partial, report, present)
                 report.pulled += 1
                 state.save()
             except InputError as exc:
