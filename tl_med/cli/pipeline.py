@@ -136,6 +136,9 @@ def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
                   f"{s['volumes_converted_now']} volumes converted now, {s['volumes_unchanged']} unchanged")
     for q in result.report.quarantined:  # real paths go to the terminal only, never to a file
         console.print(f"  quarantined {q.file} [{result.report.ref(q.file)}]: {q.reason}", markup=False)
+    for o in result.report.outcomes.values():  # what was changed to use a file (a label reoriented)
+        if o.outcome == "converted" and o.reason:
+            console.print(f"  note {o.file} [{result.report.ref(o.file)}]: {o.reason}", markup=False)
     console.print(f"manifest: {result.manifest_path}\nreport:   {result.report_path}")
 
 

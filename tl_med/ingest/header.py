@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tl_med.ingest.messages import safe_message
 
-__all__ = ["Frame", "frames_of", "NON_IMAGE_MODALITIES", "ACQUISITION_KEYS"]
+__all__ = ["Frame", "frames_of", "NON_IMAGE_MODALITIES", "ACQUISITION_KEYS", "REPEAT_KEYS"]
 
 NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "RTIMAGE", "SEG", "PR",
                         "KO", "ECG", "HD", "AU", "DOC", "REG", "FID", "PLAN", "RWV"}
@@ -34,6 +34,10 @@ NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "RTIMA
 ACQUISITION_KEYS = ("KVP", "ConvolutionKernel", "MagneticFieldStrength", "RepetitionTime",
                     "EchoTime", "ScanningSequence", "SequenceVariant", "MRAcquisitionType",
                     "SliceThickness", "XRayTubeCurrent", "ExposureTime", "FlipAngle")
+
+# headers that separate distinct images sharing a slice position within one series, in order of
+# preference: a time point of a dynamic series, a repeated acquisition, its time
+REPEAT_KEYS = ("TemporalPositionIdentifier", "AcquisitionNumber", "AcquisitionTime")
 
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
 _NATIVE_LE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
@@ -71,6 +75,9 @@ class Frame:
     stack: str
     acquisition: tuple[tuple[str, str], ...]
     native: tuple[int, str, int] | None
+    sop_uid: str = ""
+    # what tells apart distinct images at the same position (repeated acquisitions, time points)
+    repeat: tuple[tuple[str, str], ...] = ()
 
 
 _TAGS: dict[str, int] = {}
@@ -217,6 +224,7 @@ def frames_of(ds: Dataset, path: Path, rel: str, size: int, sha256: str = "") ->
         model=_text(_get(ds, "ManufacturerModelName")), rows=int(_get(ds, "Rows")), cols=int(_get(ds, "Columns")),
     )
     acq = [(k, _text(v)) for k in ACQUISITION_KEYS if (v := _get(ds, k)) not in (None, "")]
+    repeat = tuple((k, _text(_get(ds, k))) for k in REPEAT_KEYS)
     acq.append(("Contrast", "yes" if _text(_get(ds, "ContrastBolusAgent")).strip() else "no"))
     frame_size = int(_get(ds, "Rows")) * int(_get(ds, "Columns")) * int(_get(ds, "BitsAllocated", 8) or 8) // 8
     out: list[Frame] = []
@@ -250,5 +258,6 @@ def frames_of(ds: Dataset, path: Path, rel: str, size: int, sha256: str = "") ->
             intercept=float(intercept if intercept not in (None, "") else 0.0),
             echo=_text(echo), stack=stack, acquisition=tuple(sorted(acq)),
             native=None if native is None else (native[0] + i * frame_size, native[1], native[2]),
+            sop_uid=_text(_get(ds, "SOPInstanceUID")), repeat=repeat,
         ))
     return out

@@ -172,13 +172,15 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
             unlabelled.append(entry)
             continue
         label_rel = rel(label_path)
-        checked = check_label(label_path, tuple(vol.data.shape[:3]), affine, {int(k) for k in label_names})
+        notes: list[str] = []
+        checked = check_label(label_path, tuple(vol.data.shape[:3]), affine, {int(k) for k in label_names},
+                              notes=notes)
         if isinstance(checked, str):
             report.record(label_rel, "quarantined", f"label for case {cid}: {checked}")
             unlabelled.append(entry)
             continue
         lp, label_sha = write_nifti(checked, affine, out / "labels" / f"{cid}{suffix}", site.ingest.compresslevel or 1)
-        report.record(label_rel, "converted", case_id=cid)
+        report.record(label_rel, "converted", "; ".join(notes), case_id=cid)
         labelled.append(entry.model_copy(update={"label": str(Path("..") / lp.relative_to(ws.root)),
                                                  "label_sha256": label_sha}))
     state.save(new_stacks, {})

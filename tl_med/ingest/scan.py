@@ -41,14 +41,39 @@ def read_headers(path: Path, rel: str) -> list[Frame] | str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, defer_size=1024)
+            try:
+                ds = pydicom.dcmread(path, defer_size=1024)
+            except InvalidDicomError:
+                ds = _raw_dataset(path)
+                if ds is None:
+                    return "quarantine:not a DICOM file (no DICM prefix, no file meta, no dataset with a SOP Class UID)"
             return frames_of(ds, path, rel, path.stat().st_size, file_sha256(path))
-    except InvalidDicomError:
-        return "quarantine:not a DICOM file (no DICM prefix and no readable file meta)"
     except EOFError as exc:
         return f"quarantine:file truncated inside the header ({safe_message(exc)})"
     except Exception as exc:  # noqa: BLE001 - any parse failure is a quarantine, never a crash
         return f"quarantine:unreadable DICOM header ({safe_message(exc)})"
+
+
+def _raw_dataset(path: Path):
+    """A dataset stored without preamble and file meta (as some exports and old tools write), read
+    as dcm2niix and ``dcmread(force=True)`` do; ``None`` unless it parses into a dataset with a SOP
+    Class UID. Its transfer syntax is the encoding pydicom found."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        ds = pydicom.dcmread(path, defer_size=1024, force=True)
+        if not str(ds.get("SOPClassUID", "") or "").strip():
+            return None
+    except Exception:  # noqa: BLE001 - not parseable as a dataset: not DICOM
+        return None
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}) and implicit is not None:
+        meta = ds.file_meta if getattr(ds, "file_meta", None) is not None else FileMetaDataset()
+        meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                  ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        ds.file_meta = meta
+    return ds
 
 
 def _read_many(items: list[tuple[Path, str]]) -> list[list[Frame] | str]:

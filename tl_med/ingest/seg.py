@@ -41,7 +41,8 @@ def _index_map(seg_affine: np.ndarray, image_affine_ras: np.ndarray) -> tuple[np
     return rounded.astype(int), np.rint(offset).astype(int)
 
 
-def seg_label(path: Path, shape: tuple[int, int, int], affine: np.ndarray, allowed: set[int]) -> np.ndarray | str:
+def seg_label(path: Path, shape: tuple[int, int, int], affine: np.ndarray, allowed: set[int],
+              notes: list[str] | None = None) -> np.ndarray | str:
     """The label volume (uint8, ``shape``) of the SEG at ``path`` on the image grid ``affine`` (RAS,
     as written to the NIfTI), or a one-line reason why it cannot be used."""
     import highdicom as hd

@@ -24,6 +24,7 @@ from tl_med.ingest.deid import case_id as make_case_id
 from tl_med.ingest.geometry import group_series
 from tl_med.ingest.header import Frame
 from tl_med.ingest.incremental import IngestState, fingerprint
+from tl_med.ingest.duplicates import drop_duplicates, split_repeats
 from tl_med.ingest.labels import check_label, index_labels, label_key
 from tl_med.ingest.report import IngestReport
 from tl_med.ingest.scan import list_inputs, scan_dicom_tree
@@ -80,14 +81,14 @@ def _check_inputs(site: SiteConfig) -> None:
 
 
 def _jobs(frames: list[Frame], key: bytes, options: str) -> tuple[list[StackJob], dict[str, list[Frame]]]:
-    stacks = list(group_series(frames).values())
+    stacks = [part for stack in group_series(frames).values() for part in split_repeats(stack)]
     per_series = Counter(f.series_uid for f in frames)
     jobs, members = [], {}
-    for stack in stacks:
+    for repeat, stack in stacks:
         first = stack[0]
-        # a series split into several stacks (localizer, echoes, stacks) gets one case per stack
+        # a series split into several stacks (localizer, echoes, stacks, repeats) gets one case per stack
         suffix = "" if len(stack) == per_series[first.series_uid] \
-            else f"/{first.iop}/{first.rows}x{first.cols}/{first.echo}/{first.stack}"
+            else f"/{first.iop}/{first.rows}x{first.cols}/{first.echo}/{first.stack}" + (f"/{repeat}" if repeat else "")
         cid = make_case_id(key, first.series_uid + suffix)
         fp = fingerprint(options, sorted((f.file_sha256, f.index or 0) for f in stack))
         jobs.append(StackJob(cid=cid, frames=tuple(stack), fingerprint=fp))
@@ -112,15 +113,16 @@ def _label_entry(label: Path, record: dict[str, Any], site_out: Path, ws: Worksp
     saved = state.reusable(state.labels, fp, ws.root, "out")
     if saved is None:
         affine = np.asarray(record["affine"])
-        checked = read(label, tuple(record["entry"]["shape"]), affine, allowed={int(k) for k in labels})
+        notes: list[str] = []
+        checked = read(label, tuple(record["entry"]["shape"]), affine, allowed={int(k) for k in labels}, notes=notes)
         if isinstance(checked, str):
             report.record(label_rel, "quarantined", f"label for case {cid}: {checked}")
             return None
         lp, sha = write_nifti(checked, affine, site_out / "labels" / (f"{cid}.nii.gz" if opts_cl else f"{cid}.nii"),
                               compresslevel=opts_cl or 1)
-        saved = {"out": str(lp.relative_to(ws.root)), "size": lp.stat().st_size, "sha256": sha}
+        saved = {"out": str(lp.relative_to(ws.root)), "size": lp.stat().st_size, "sha256": sha, "note": "; ".join(notes)}
     new_labels[fp] = saved
-    report.record(label_rel, "converted", case_id=cid)
+    report.record(label_rel, "converted", saved.get("note", ""), case_id=cid)
     return {"label": str(Path("..") / saved["out"]), "label_sha256": saved["sha256"]}
 
 
@@ -170,6 +172,7 @@ def plan_ingest(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None
     files = list_inputs(site.dicom_dir)
     segs: list[tuple[Path, str, str]] = []
     frames = scan_dicom_tree(site.dicom_dir, report, rel_to=site.dicom_dir.parent, pool=pool, files=files, segs=segs)
+    frames = drop_duplicates(frames, report)
     jobs, members = _jobs(frames, key, state.options)
     todo = [j for j in jobs if state.reusable(state.stacks, j.fingerprint, ws.root, "out") is None]
     report.stacks_converted, report.stacks_reused = len(todo), len(jobs) - len(todo)
@@ -193,10 +196,22 @@ def _segs_by_series(plan: IngestPlan) -> dict[str, tuple[Path, str, str]]:
     return found
 
 
+def _label_rel(path: Path, site: SiteConfig) -> str:
+    """How the report names a label file: relative to the DICOM folder's parent when it lies
+    there (``labels/<file>`` beside ``dicom/``), else relative to its own labels folder (an
+    annotation folder kept apart from the PACS export)."""
+    assert site.dicom_dir is not None
+    if path.is_relative_to(site.dicom_dir.parent):
+        return str(path.relative_to(site.dicom_dir.parent))
+    if site.labels_dir is not None and path.is_relative_to(site.labels_dir):
+        return str(Path(site.labels_dir.name) / path.relative_to(site.labels_dir))
+    return path.name
+
+
 def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[list[CaseEntry], list[CaseEntry]]:
     site, ws, report, state = plan.site, plan.ws, plan.report, plan.state
     assert site.dicom_dir is not None
-    out, input_root, opts = ws.data / site.name, site.dicom_dir.parent, site.ingest
+    out, opts = ws.data / site.name, site.ingest
     labelled: list[CaseEntry] = []
     unlabelled: list[CaseEntry] = []
     new_stacks: dict[str, dict[str, Any]] = {}
@@ -222,7 +237,7 @@ def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[li
         if label is not None:
             used.add(label)
             report.n_inputs += 1
-            fields = _label_entry(label, outcome.record, out, ws, report, str(label.relative_to(input_root)),
+            fields = _label_entry(label, outcome.record, out, ws, report, _label_rel(label, site),
                                   state, new_labels, opts.compresslevel, plan.labels)
             if seg is not None:
                 report.record(seg[1], "skipped", f"DICOM SEG for case {job.cid} not used: a NIfTI label "
@@ -242,7 +257,7 @@ def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[li
             reason = ("not a NIfTI file (.nii or .nii.gz)" if not label_key(path)
                       else "label matches no ingested series (by SeriesInstanceUID, StudyInstanceUID "
                            "or AccessionNumber)")
-            report.record(str(path.relative_to(input_root)), "quarantined", reason)
+            report.record(_label_rel(path, site), "quarantined", reason)
     state.save(new_stacks, new_labels)
     return labelled, unlabelled
 
