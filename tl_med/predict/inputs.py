@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from tl_med.ingest.convert import read_volume
+from tl_med.ingest.duplicates import drop_duplicates, split_repeats
 from tl_med.ingest.geometry import SeriesGeometry, build_geometry, group_series
 from tl_med.ingest.report import IngestReport
 from tl_med.ingest.scan import scan_dicom_tree
@@ -77,10 +78,12 @@ def _nifti(path: Path) -> Input:
 
 def _dicom(root: Path, name: str, files: list[Path] | None = None) -> Iterator[Input]:
     report = IngestReport(site=name, key=b"predict")
-    frames = scan_dicom_tree(root, report, rel_to=root, files=files, description=f"read {name}: headers")
+    frames = drop_duplicates(scan_dicom_tree(root, report, rel_to=root, files=files,
+                                             description=f"read {name}: headers"), report)
     for q in report.quarantined:
         yield Input(f"{name}/{q.file}" if files is None else name, root / q.file, "dicom", reason=q.reason)
-    stacks = sorted(group_series(frames).values(), key=lambda s: (s[0].series_uid, s[0].iop, s[0].echo, s[0].stack))
+    stacks = sorted((part for stack in group_series(frames).values() for _, part in split_repeats(stack)),
+                    key=lambda s: (s[0].series_uid, s[0].iop, s[0].echo, s[0].stack, s[0].repeat))
     if not stacks and not report.quarantined:
         skipped = report.reasons("skipped")
         why = f" ({next(iter(skipped))})" if skipped else ""
