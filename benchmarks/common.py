@@ -103,7 +103,7 @@ def _registry_sites(args: argparse.Namespace, ws) -> Sites:
     wanted = _wanted(args, [t.name for t in registry.targets])
     manifests = {}
     for site in [registry.source, *(registry.get(n) for n in wanted)]:
-        result = ingest_site(site, ws, task=registry.task, labels=registry.labels, channels=registry.channels)
+        result = ingest_site(site, ws, **registry.task_fields())
         manifests[site.name] = result.manifest_path
     return Sites(registry.task, registry.source.name, manifests, tuple(wanted))
 

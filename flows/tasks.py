@@ -60,7 +60,7 @@ def scan_site(workspace: str, sites_file: str, site: str) -> IngestPlan:
     ws, sites = _site(workspace, sites_file, site)
     config = sites.get(site)
     with worker_pool(config.ingest.n_workers(), n_inputs(config)) as pool:
-        return plan_ingest(config, ws, task=sites.task, pool=pool, labels=sites.labels, channels=sites.channels)
+        return plan_ingest(config, ws, pool=pool, **sites.task_fields())
 
 
 def _series_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

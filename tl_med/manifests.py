@@ -17,7 +17,9 @@ file directly. Each case also carries ``image_sha256``/``label_sha256`` (of the 
 ``shape``, ``spacing`` (mm), ``orientation`` (axis codes), ``modality``, ``manufacturer``,
 ``model`` and ``acquisition`` (kVp, kernel, field strength, TR/TE, slice thickness, contrast
 yes/no): the facts that explain domain shift; ``source`` (``dicom`` or ``nifti``) and, when the
-site's geometry policy is ``resample``, ``resampled`` (what was wrong and what was done). No name, ID, date, UID or free text is ever written here.
+site's geometry policy is ``resample``, ``resampled`` (what was wrong and what was done), and
+``case_class`` when the task has case-level ``classes`` (listed in the manifest). No name, ID,
+date, UID or free text is ever written here.
 The manifest hash (:func:`manifest_hash`) identifies the data of every run.
 """
 
@@ -57,6 +59,7 @@ class CaseEntry(FrozenModel):
     acquisition: dict[str, str] = {}
     source: Literal["dicom", "nifti"] = "dicom"
     resampled: str | None = None
+    case_class: str | None = None  # the case-level class (one of the manifest's classes), when given
 
 
 class SiteManifest(FrozenModel):
@@ -66,6 +69,7 @@ class SiteManifest(FrozenModel):
     task: str
     modality: dict[str, str]
     labels: dict[str, str]
+    classes: tuple[str, ...] = ()  # the task's case-level classes, in index order
     numTraining: int
     numTest: int
     training: tuple[CaseEntry, ...]
@@ -75,6 +79,8 @@ class SiteManifest(FrozenModel):
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
+        if not data.get("classes"):
+            data.pop("classes", None)  # a segmentation-only task's manifest stays as it was
         data = {"schema": data.pop("schema_"), **data}
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
@@ -126,7 +132,8 @@ def manifest_hash(path: Path) -> str:
 
 
 def datalist(manifest_path: Path, split: str, limit: int | None = None) -> list[dict[str, str]]:
-    """Absolute ``{image, label, case_id, content}`` dicts of one split, MONAI-ready.
+    """Absolute ``{image, label, case_id, content}`` dicts of one split, MONAI-ready (and
+    ``class``, the index of the case's class in the manifest's ``classes``, when it has one).
 
     ``content`` (the image and label sha256) is part of each item so that on-disk caches keyed
     on the item are invalidated when the content changes. (Keys named ``image_*`` would be taken
@@ -141,5 +148,7 @@ def datalist(manifest_path: Path, split: str, limit: int | None = None) -> list[
                 "content": f"{c.image_sha256}:{c.label_sha256 or ''}"}
         if c.label is not None:
             item["label"] = str((base / c.label).resolve())
+        if c.case_class is not None and c.case_class in manifest.classes:
+            item["class"] = manifest.classes.index(c.case_class)
         items.append(item)
     return items

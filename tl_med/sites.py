@@ -8,6 +8,7 @@ Example ``sites.yaml``::
         role: source                 # the hospital the model is pretrained on (exactly one)
         dicom_dir: incoming/north/dicom   # relative paths are relative to the workspace root
         labels_dir: incoming/north/labels
+        classes_csv: incoming/north/classes.csv  # optional case-level classes (key,class rows)
         split: {n_train: 28, n_val: 4}    # the rest of the labelled cases is the test split
         schedule: {cron: "0 2 * * *", timezone: Europe/Amsterdam}  # optional: nightly retrain
         inbox: inbox/north                # optional: new deliveries land here (see tl_med.inbox)
@@ -36,6 +37,11 @@ The task's label map and input channels are shared by every site (one model fits
                               # an item's "image" lists one file per channel, or is one 4-D file)
 
 Without ``channels`` a case is one image; without ``labels`` the map is ``{0: background, 1: liver}``.
+
+A task may also have case-level classes (``classes: [normal, fatty]``): a DICOM site gives them in
+``classes_csv`` (columns ``key`` and ``class``; the key is a SeriesInstanceUID, StudyInstanceUID or
+AccessionNumber, matched like label file names), a datalist item in its ``"class"`` field. See
+:mod:`tl_med.ingest.classes`.
 """
 
 from __future__ import annotations
@@ -175,6 +181,7 @@ class SiteConfig(FrozenModel):
     role: Literal["source", "target"] = "target"
     dicom_dir: Path | None = None
     labels_dir: Path | None = None
+    classes_csv: Path | None = Field(None, description="case-level classes of a DICOM site: key,class rows")
     datalist: Path | None = None
     modality: str = Field("unknown", description="modality of a datalist site's images (DICOM sites read it)")
     split: SplitSpec = SplitSpec()
@@ -210,7 +217,7 @@ class SiteConfig(FrozenModel):
         """Return a copy whose relative paths are made absolute against ``root``."""
         update: dict[str, object] = {
             k: (root / getattr(self, k)).resolve()
-            for k in ("dicom_dir", "labels_dir", "datalist", "inbox") if getattr(self, k) is not None
+            for k in ("dicom_dir", "labels_dir", "classes_csv", "datalist", "inbox") if getattr(self, k) is not None
         }
         if self.pacs is not None and self.pacs.credentials_file is not None:
             update["pacs"] = self.pacs.model_copy(update={"credentials_file": (root / self.pacs.credentials_file).resolve()})
@@ -223,6 +230,7 @@ class SitesConfig(FrozenModel):
     task: str = "liver"
     labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
     channels: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()  # case-level classes of the task (e.g. normal, fatty), in index order
     sites: tuple[SiteConfig, ...]
 
     @field_validator("labels", mode="before")
@@ -243,12 +251,22 @@ class SitesConfig(FrozenModel):
             raise ValueError("label names must be non-empty and unique")
         return {str(k): v[str(k)] for k in values}
 
-    @field_validator("channels")
+    @field_validator("channels", "classes")
     @classmethod
-    def _channel_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _names(cls, v: tuple[str, ...], info) -> tuple[str, ...]:
         if len(set(v)) != len(v) or not all(v):
-            raise ValueError(f"channel names must be non-empty and unique, got {list(v)}")
+            raise ValueError(f"{info.field_name[:-1]} names must be non-empty and unique, got {list(v)}")
+        if info.field_name == "classes" and len(v) == 1:
+            raise ValueError("a classification task needs at least two classes")
         return v
+
+    @model_validator(mode="after")
+    def _classes_need_a_task(self) -> "SitesConfig":
+        given = [s.name for s in self.sites if s.classes_csv is not None]
+        if given and not self.classes:
+            raise ValueError(f"site(s) {', '.join(given)} give classes_csv but the task has no classes: "
+                             "list them under classes:")
+        return self
 
     @model_validator(mode="after")
     def _channels_fit_sites(self) -> "SitesConfig":
@@ -261,6 +279,11 @@ class SitesConfig(FrozenModel):
     @property
     def n_channels(self) -> int:
         return max(1, len(self.channels))
+
+    def task_fields(self) -> dict[str, object]:
+        """What ingest needs to know of the task: ``task``, ``labels``, ``channels``, ``classes``
+        (keyword arguments of :func:`tl_med.ingest.site.ingest_site` and ``plan_ingest``)."""
+        return {"task": self.task, "labels": dict(self.labels), "channels": self.channels, "classes": self.classes}
 
     @field_validator("sites")
     @classmethod

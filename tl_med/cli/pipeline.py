@@ -129,7 +129,7 @@ def ingest(site: Annotated[str, typer.Option("--site", help="Site to ingest.")],
         for line in pulled.failed:
             console.print(f"  not pulled (the next ingest resumes it): {line}", markup=False)
     with progress_view():
-        result = ingest_site(config, ws, task=registry.task, labels=registry.labels, channels=registry.channels)
+        result = ingest_site(config, ws, **registry.task_fields())
     s = result.report.summary()
     console.print(f"{site}: {s['inputs']} inputs = {s['converted']} converted + {s['skipped']} skipped + "
                   f"{s['quarantined']} quarantined; {result.n_labelled} labelled cases; "

@@ -7,7 +7,8 @@ with a finite affine and finite values; labels must match their image's grid and
 label values. A multi-channel task (``channels`` in ``sites.yaml``) takes either a list of
 files per item, one per channel in the task's order, on one voxel grid (co-registered), or one
 4-D file whose last axis holds the channels (the Medical Segmentation Decathlon's layout); the
-case is written as one 4-D NIfTI, channels last. Accepted files are rewritten with clean headers (no ``descrip``/``aux_file``/
+case is written as one 4-D NIfTI, channels last. An item's ``"class"`` is its case-level class
+(one of the task's ``classes``; an input of the report named ``<datalist>#<split>.<i>.class``). Accepted files are rewritten with clean headers (no ``descrip``/``aux_file``/
 ``intent_name``) under keyed case ids: input file names never reach the workspace.
 """
 
@@ -35,9 +36,9 @@ from tl_med.workspace import Workspace
 __all__ = ["ingest_datalist", "read_datalist"]
 
 
-def read_datalist(path: Path) -> list[tuple[tuple[Path, ...], Path | None]]:
-    """(image files, label-or-None) of each item of a datalist; a malformed datalist raises
-    :class:`InputError`."""
+def read_datalist(path: Path) -> list[tuple[tuple[Path, ...], Path | None, tuple[str, object] | None]]:
+    """(image files, label-or-None, (where, class)-or-None) of each item of a datalist; a malformed
+    datalist raises :class:`InputError`."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -46,7 +47,7 @@ def read_datalist(path: Path) -> list[tuple[tuple[Path, ...], Path | None]]:
         raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(raw, dict) or not any(k in raw for k in ("training", "validation", "test")):
         raise InputError(f"{path}: a datalist needs a 'training', 'validation' or 'test' list")
-    pairs: list[tuple[tuple[Path, ...], Path | None]] = []
+    pairs: list[tuple[tuple[Path, ...], Path | None, tuple[str, object] | None]] = []
     for split in ("training", "validation", "test"):
         for i, item in enumerate(raw.get(split, [])):
             if isinstance(item, (str, list)):
@@ -56,7 +57,9 @@ def read_datalist(path: Path) -> list[tuple[tuple[Path, ...], Path | None]]:
             if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
                 raise InputError(f"{path}: field '{split}.{i}.image' is missing or not a path (or a list of paths)")
             label = item.get("label")
-            pairs.append((tuple(path.parent / p for p in images), path.parent / label if isinstance(label, str) else None))
+            klass = (f"{path.name}#{split}.{i}.class", item["class"]) if "class" in item else None
+            pairs.append((tuple(path.parent / p for p in images), path.parent / label if isinstance(label, str) else None,
+                          klass))
     return pairs
 
 
@@ -113,7 +116,7 @@ def _channels(paths: tuple[Path, ...], names: tuple[str, ...], atol_mm: float = 
 
 
 def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestReport, state: IngestState,
-                    label_names: dict[str, str], channels: tuple[str, ...] = ()
+                    label_names: dict[str, str], channels: tuple[str, ...] = (), classes: tuple[str, ...] = ()
                     ) -> tuple[list[CaseEntry], list[CaseEntry]]:
     """Validate and copy a NIfTI site into the workspace; returns (labelled, unlabelled) entries."""
     assert site.datalist is not None
@@ -129,11 +132,11 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
     def rel(p: Path) -> str:
         return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
 
-    for image_paths, label_path in pairs:
+    for image_paths, label_path, klass in pairs:
         if image_paths in seen:
             continue
         seen.add(image_paths)
-        report.n_inputs += len(image_paths) + (label_path is not None)
+        report.n_inputs += len(image_paths) + (label_path is not None) + (klass is not None)
         shas = [file_sha256(p) if p.is_file() else "" for p in image_paths]
         if not all(shas):
             loaded: tuple[Volume, np.ndarray] | tuple[int, str] = (shas.index(""), "file not found")
@@ -146,6 +149,8 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
                               f"another channel of this case was quarantined ({rel(image_paths[bad])})")
             if label_path is not None:
                 report.record(rel(label_path), "quarantined", "label of a quarantined image")
+            if klass is not None:
+                report.record(klass[0], "quarantined", "class of a quarantined image")
             continue
         vol, affine = loaded
         sha = shas[0] if len(shas) == 1 else fingerprint("channels", shas)
@@ -168,6 +173,13 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
         for p in image_paths:
             report.record(rel(p), "converted", case_id=cid)
         entry = CaseEntry(**record["entry"])
+        if klass is not None:
+            where, value = klass
+            if isinstance(value, str) and value in classes:
+                report.record(where, "converted", case_id=cid)
+                entry = entry.model_copy(update={"case_class": value})
+            else:
+                report.record(where, "quarantined", f"unknown class (the task's classes: {', '.join(classes) or 'none'})")
         if label_path is None:
             unlabelled.append(entry)
             continue

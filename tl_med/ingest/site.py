@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from tl_med.errors import InputError
+from tl_med.ingest.classes import pair_classes, read_class_csv
 from tl_med.ingest.convert import file_sha256, write_nifti
 from tl_med.ingest.deid import case_id as make_case_id
 from tl_med.ingest.geometry import group_series
@@ -147,6 +148,7 @@ class IngestPlan:
     segs: list[tuple[Path, str, str]] = field(default_factory=list)  # (path, rel, referenced series UID)
     labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LABELS))  # the task's label map
     channels: tuple[str, ...] = ()  # the task's input channels (datalist sites; () is one image)
+    classes: tuple[str, ...] = ()  # the task's case-level classes
 
 
 def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
@@ -156,15 +158,15 @@ def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
 
 def plan_ingest(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None,
                 pool: Executor | None = None, labels: dict[str, str] | None = None,
-                channels: tuple[str, ...] = ()) -> IngestPlan:
+                channels: tuple[str, ...] = (), classes: tuple[str, ...] = ()) -> IngestPlan:
     """Read every header of a DICOM site and group the frames into stacks; stacks whose inputs and
     options are unchanged since the last run are reused (not in ``todo``). A datalist site has no
     stacks: :func:`finish_ingest` ingests it whole. Headers are read in ``pool`` when given
-    (see :func:`worker_pool`). ``labels`` and ``channels`` are the task's (``sites.yaml``)."""
+    (see :func:`worker_pool`). ``labels``, ``channels`` and ``classes`` are the task's (``sites.yaml``)."""
     key = key if key is not None else ws.deid_key()
     report = IngestReport(site=site.name, key=key)
     state = _state(site, ws, key)
-    task_fields = {"labels": dict(labels or DEFAULT_LABELS), "channels": tuple(channels)}
+    task_fields = {"labels": dict(labels or DEFAULT_LABELS), "channels": tuple(channels), "classes": tuple(classes)}
     if site.datalist is not None:
         return IngestPlan(site, ws, task, key, report, state, [], {}, [], **task_fields)
     _check_inputs(site)
@@ -208,6 +210,23 @@ def _label_rel(path: Path, site: SiteConfig) -> str:
     return path.name
 
 
+def _with_classes(plan: IngestPlan, labelled: list[CaseEntry], unlabelled: list[CaseEntry]
+                  ) -> tuple[list[CaseEntry], list[CaseEntry]]:
+    """The entries with the case-level class the site's class CSV gives them."""
+    site = plan.site
+    assert site.classes_csv is not None
+    rel = _label_rel(site.classes_csv, site)
+    rows = read_class_csv(site.classes_csv, rel, plan.report)
+    keys = [(e.case_id, (m[0].series_uid, m[0].study_uid, m[0].accession))
+            for e in (*labelled, *unlabelled) for m in [plan.members[e.case_id]]]
+    found = pair_classes(rows, rel, plan.classes, keys, plan.report)
+
+    def classed(entries: list[CaseEntry]) -> list[CaseEntry]:
+        return [e.model_copy(update={"case_class": found[e.case_id]}) if e.case_id in found else e for e in entries]
+
+    return classed(labelled), classed(unlabelled)
+
+
 def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[list[CaseEntry], list[CaseEntry]]:
     site, ws, report, state = plan.site, plan.ws, plan.report, plan.state
     assert site.dicom_dir is not None
@@ -249,6 +268,8 @@ def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[li
             labelled.append(CaseEntry(**entry, **fields))
             continue
         unlabelled.append(CaseEntry(**entry))
+    if site.classes_csv is not None:
+        labelled, unlabelled = _with_classes(plan, labelled, unlabelled)
     for _, rel, _ in segs.values():
         report.record(rel, "quarantined", "DICOM SEG references no ingested series")
     for path in labels.values():
@@ -269,7 +290,7 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
         from tl_med.ingest.nifti_site import ingest_datalist
 
         labelled, unlabelled = ingest_datalist(site, ws, plan.key, plan.report, plan.state, plan.labels,
-                                               plan.channels)
+                                               plan.channels, plan.classes)
     else:
         done = {o.cid: o for o in outcomes}
         missing = {j.cid for j in plan.todo} - set(done)
@@ -282,6 +303,7 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
     channels = dict(enumerate(plan.channels)) if len(plan.channels) > 1 else {0: "/".join(modality)}
     manifest = SiteManifest(
         name=site.name, task=plan.task, modality={str(k): v for k, v in channels.items()}, labels=plan.labels,
+        classes=plan.classes,
         numTraining=len(splits["training"]), numTest=len(splits["test"]),
         unlabelled=tuple(sorted(unlabelled, key=lambda c: c.case_id)), **splits,
     )
@@ -292,7 +314,8 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
 
 
 def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None,
-                labels: dict[str, str] | None = None, channels: tuple[str, ...] = ()) -> IngestResult:
+                labels: dict[str, str] | None = None, channels: tuple[str, ...] = (),
+                classes: tuple[str, ...] = ()) -> IngestResult:
     """Convert every series (or NIfTI pair) of ``site``; write its manifest and report.
 
     Bad files and series are quarantined with a reason and the rest of the site ingests; the
@@ -302,7 +325,7 @@ def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None
     """
     key = key if key is not None else ws.deid_key()
     with worker_pool(site.ingest.n_workers(), n_inputs(site)) as pool:
-        plan = plan_ingest(site, ws, task=task, key=key, pool=pool, labels=labels, channels=channels)
+        plan = plan_ingest(site, ws, task=task, key=key, pool=pool, labels=labels, channels=channels, classes=classes)
         convert = partial(convert_job, site, ws, key=key)
         outcomes = list(track(pool.map(convert, plan.todo) if pool else map(convert, plan.todo),
                               f"convert:{site.name}", f"ingest {site.name}: convert series", total=len(plan.todo),
