@@ -64,7 +64,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, tiny_incoming: Path) -> t
     ws, sites_file = make_workspace(tmp_path_factory.mktemp("ingested") / "ws", tiny_incoming)
     sites = load_sites(sites_file, ws.root)
     for site in sites.sites:
-        ingest_site(site, ws, task=sites.task)
+        ingest_site(site, ws, **sites.task_fields())
     return ws, sites_file
 
 

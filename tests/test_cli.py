@@ -68,7 +68,7 @@ def test_ingest_command_reports_reconciled_counts(workspace):
     ws, sites_file = workspace
     proc = tl_med("ingest", "--site", "east", "--workspace", str(ws.root), "--sites", str(sites_file))
     assert proc.returncode == 0, proc.stderr
-    assert "east: 55 inputs = 55 converted + 0 skipped + 0 quarantined; 5 labelled cases" in proc.stdout
+    assert "east: 60 inputs = 60 converted + 0 skipped + 0 quarantined; 5 labelled cases" in proc.stdout  # + 5 class rows
 
 
 @pytest.mark.e2e

@@ -61,6 +61,8 @@ STRATEGIES: dict[str, str] = {
     "finetune": "every layer, with layer-wise learning rates lr * layer_decay**depth",
     "feature_extraction": "the encoder frozen, the decoder trained",
     "progressive": "blocks unfrozen from the output towards the input, one more every unfreeze_every epochs",
+    "multitask": "fine-tuning with a case-level classification head on the shared encoder (joint loss; "
+                 "needs the task's classes)",
 }
 
 AUGMENTATIONS: dict[str, str] = {

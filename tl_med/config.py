@@ -137,6 +137,8 @@ class LoopConfig(FrozenModel):
     epochs without a better validation Dice (0: never); the best-validation weights are kept
     either way. ``grad_accumulation``: batches per optimizer step. ``amp``: mixed precision and
     channels-last memory on CUDA (ignored on the CPU, where results stay bit-for-bit reproducible).
+    ``class_weight``: a network with a classification head (the ``multitask`` strategy) adds that
+    weight times the cross-entropy of its case-level classes to the segmentation loss.
     """
 
     lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
@@ -145,6 +147,7 @@ class LoopConfig(FrozenModel):
     early_stopping: int = Field(0, ge=0)
     grad_accumulation: int = Field(1, ge=1)
     amp: bool = True
+    class_weight: float = Field(0.5, ge=0.0)  # multi-task: weight of the classification loss
 
 
 class TrainConfig(LoopConfig):

@@ -16,7 +16,7 @@ from typing import Any
 import tl_med
 from tl_med.stages import PretrainResult, SiteResult
 
-__all__ = ["PipelineResult", "HEADERS", "NUMERIC", "result_rows", "class_lines", "results_markdown", "source_line",
+__all__ = ["PipelineResult", "HEADERS", "NUMERIC", "result_rows", "class_lines", "classification_lines", "results_markdown", "source_line",
            "result_document", "RESULT_SCHEMA"]
 
 RESULT_SCHEMA = "tl_med.result/1"
@@ -54,6 +54,22 @@ def source_line(outcome: PipelineResult) -> str:
             f"{src.site} (run {src.run_id})")
 
 
+def classification_lines(results: list[SiteResult]) -> list[str]:
+    """A multi-task site's case-level classification by each model, one line per site."""
+    def one(m: dict | None, why: str) -> str:
+        if not m:
+            return f"n/a ({why})"
+        if m.get("auc") is None:
+            return f"n/a ({int(m.get('n_cases') or 0)} test cases with a class, not every class present)"
+        return f"{m['auc']:.2f} (95% CI {m['auc_low']:.2f}-{m['auc_high']:.2f})"
+
+    return [f"{r.site} case-level AUC: source-only {one(c.get('source_only'), 'no class head')}, from scratch "
+            f"{one(c.get('from_scratch'), 'not run')}, adapted {one(c.get('adapted'), 'not run')}"
+            + (f"; adapted balanced accuracy {c['adapted']['balanced_accuracy']:.2f}, ECE {c['adapted']['ece']:.2f}"
+               if c.get("adapted") and c["adapted"].get("balanced_accuracy") is not None else "")
+            for r in results if (c := r.classification)]
+
+
 def class_lines(results: list[SiteResult]) -> list[str]:
     """One line per class of each multi-class site: its test Dice for each model."""
     return [f"{r.site} · {name}: source-only {_fmt(d['source_only'])}, from scratch {_fmt(d['from_scratch'])}, "
@@ -69,6 +85,9 @@ def results_markdown(outcome: PipelineResult) -> str:
     per_class = class_lines(outcome.sites)
     if per_class:
         lines += ["", "Test Dice per class:", ""] + [f"- {line}" for line in per_class]
+    classification = classification_lines(outcome.sites)
+    if classification:
+        lines += [""] + [f"- {line}" for line in classification]
     return "\n".join(lines) + "\n"
 
 
@@ -85,6 +104,8 @@ def _site_document(r: SiteResult) -> dict[str, Any]:
         "hd95_mm": {"source_only": _num(r.source_only_hd95), "from_scratch": _num(r.scratch_hd95),
                     "adapted": _num(r.adapted_hd95)},
         "dice_per_class": {name: {k: _num(v) for k, v in d.items()} for name, d in r.class_dice.items()},
+        "classification": {model: ({k: _num(v) for k, v in m.items()} if m else None)
+                           for model, m in r.classification.items()},
         "gain": _num(r.gain), "forgetting": _num(r.forgetting),
         "negative_transfer": {"flag": bool(r.negative_transfer), "reason": r.negative_transfer},
         "model": {"name": r.model_name, "version": r.model_version},

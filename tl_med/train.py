@@ -24,6 +24,7 @@ from tl_med.checkpoint import Checkpoint
 from tl_med.config import LoopConfig
 from tl_med.evaluate import Infer, dice_per_case
 from tl_med.lr_schedule import EpochSchedule
+from tl_med.multitask import class_loss
 from tl_med.progress import note
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,10 @@ def fit(model: torch.nn.Module, train_loader: Iterable[dict], val_loader: Iterab
                 image = image.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                 loss = loss_fn(model(image), label)
+                if loop.class_weight and "class" in batch:  # read before other passes replace the features
+                    classes = class_loss(model, batch["class"].to(device))
+                    if classes is not None:
+                        loss = loss + loop.class_weight * classes
                 for extra in extra_losses:
                     loss = loss + extra(model)
             scaler.scale(loss / _group_size(steps, n_batches, loop.grad_accumulation)).backward()

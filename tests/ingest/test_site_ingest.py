@@ -25,7 +25,7 @@ def test_clean_site_converts_everything_and_manifest_is_a_decathlon_datalist(wor
     result = ingest_site(_site(ws, sites_file), ws, task="liver")
     summary = result.report.summary()
     assert summary["reconciled"] and summary["quarantined"] == 0 and summary["skipped"] == 0
-    assert summary["inputs"] == summary["converted"] == 5 * 10 + 5  # 5 studies × 10 slices + 5 labels
+    assert summary["inputs"] == summary["converted"] == 5 * 10 + 5  # 5 studies × 10 slices + 5 labels (classes: not asked for)
     manifest = load_manifest(result.manifest_path)
     assert (len(manifest.training), len(manifest.validation), len(manifest.test)) == (2, 1, 2)
     items = load_decathlon_datalist(result.manifest_path, data_list_key="training")

@@ -155,9 +155,11 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, list[Block]]" = weakref.Weak
 def network_blocks(model: torch.nn.Module) -> list[Block]:
     """The blocks of ``model`` from input to output (cached per model); every parameter is in
     exactly one. Raises ``ValueError`` for a module without convolutions."""
-    if model not in _CACHE:
-        _CACHE[model] = _blocks(model)
-    return _CACHE[model]
+    cached = _CACHE.get(model)
+    names = {n for n, _ in model.named_parameters()}
+    if cached is None or {n for b in cached for n in b.names} != names:  # new, or modules added since
+        _CACHE[model] = cached = _blocks(model)
+    return cached
 
 
 def bottleneck_module(model: torch.nn.Module) -> torch.nn.Module:

@@ -123,6 +123,8 @@ BUILDERS: dict[str, Callable[[AdaptConfig], Strategy]] = {
     "finetune": lambda cfg: FineTune(lr=cfg.lr, layer_decay=cfg.layer_decay),
     "feature_extraction": lambda cfg: FeatureExtraction(lr=cfg.lr),
     "progressive": lambda cfg: ProgressiveUnfreeze(lr=cfg.lr, every=cfg.unfreeze_every),
+    # the network carries a class head (tl_med.multitask), trained at the full rate with the output head
+    "multitask": lambda cfg: FineTune(lr=cfg.lr, layer_decay=cfg.layer_decay, name="multitask"),
 }
 
 

@@ -45,6 +45,9 @@ def loader_factory(cache_root: Path, preprocess: PreprocessConfig, *, seed: int,
              extra: list[dict] | None = None, patches: bool | None = None) -> DataLoader:
         sample = train if patches is None else patches
         kind = augment if train else "none"
+        if any("class" in it for it in [*items, *(extra or [])]):  # every item the same keys: -1 is no class
+            items = [{**it, "class": it.get("class", -1)} for it in items]
+            extra = [{**e, "class": e.get("class", -1)} for e in extra or []]
         ds = cached_dataset(items, preprocess, cache_root, augment=kind, landmarks=landmarks, sample_patches=sample)
         if extra:
             ds = ConcatDataset([ds, _extra_dataset(extra, preprocess, kind, sample)])

@@ -12,6 +12,11 @@ Layout written for each site::
 
     <out>/<site>/dicom/study_0001/series_1/IM00001 ...   one file per slice, no extension
     <out>/<site>/labels/<SeriesInstanceUID>.nii.gz       liver mask on the series' grid (RAS affine)
+    <out>/<site>/classes.csv                             key,class: each study's case-level class
+
+The case-level class is :data:`CLASSES`: ``enlarged`` when the liver's volume is above the
+population's nominal one (hepatomegaly, visible in the image; about half the studies), else
+``normal``. It is read from the anatomy that was drawn, so the images do not change.
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ from tl_med.data.dicom_writer import FakePatient, SeriesUIDs, write_series
 from tl_med.data.phantom import Tissue, sample_anatomy, tissue_at
 from tl_med.data.scanners import PROFILES, ScannerProfile, grid_geometry, render, voxel_points
 
-__all__ = ["SyntheticSite", "DEMO_SITES", "TINY_SITES", "generate_sites", "lps_to_ras_affine"]
+__all__ = ["SyntheticSite", "DEMO_SITES", "TINY_SITES", "CLASSES", "generate_sites", "lps_to_ras_affine",
+           "liver_class"]
+
+CLASSES = ("normal", "enlarged")
+NOMINAL_LIVER_RADII = (38.0, 34.0, 42.0)  # phantom.sample_anatomy's centre values (mm)
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,15 @@ def _fake_patient(site: str, index: int, rng: np.random.Generator) -> FakePatien
     )
 
 
+def liver_class(anatomy) -> str:
+    """``enlarged`` when the liver's ellipsoid volume exceeds the nominal one, else ``normal``."""
+    return CLASSES[int(np.prod(anatomy.liver.radii) > np.prod(NOMINAL_LIVER_RADII))]
+
+
 def generate_study(site: str, profile: ScannerProfile, index: int, seed: int,
                    out: Path, spread: float = 1.0) -> tuple[Path, Path]:
-    """Generate one study of one site: returns (series folder, label path)."""
+    """Generate one study of one site: returns (series folder, label path); its class is appended
+    to ``<out>/<site>/classes.csv``."""
     rng = np.random.default_rng(_seed_for(seed, site, index))
     anatomy = sample_anatomy(rng, spread)
     pts = voxel_points(profile)
@@ -107,6 +122,11 @@ def generate_study(site: str, profile: ScannerProfile, index: int, seed: int,
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     nib.save(img, label_path)
+    classes = out / site / "classes.csv"
+    with open(classes, "a") as fh:
+        if fh.tell() == 0:
+            fh.write("key,class\n")
+        fh.write(f"{uids.study},{liver_class(anatomy)}\n")
     return series_dir, label_path
 
 
@@ -119,6 +139,7 @@ def generate_sites(out: Path, sites: tuple[SyntheticSite, ...] | list[SyntheticS
     summary: dict[str, dict[str, int]] = {}
     for spec in sites:
         profile = PROFILES[spec.profile].downsampled(downsample)
+        (out / spec.name / "classes.csv").unlink(missing_ok=True)  # written afresh, a row per study
         for index in range(spec.n_studies):
             generate_study(spec.name, profile, index, seed, out, spec.spread)
         summary[spec.name] = {"studies": spec.n_studies, "files": spec.n_studies * profile.n_slices}

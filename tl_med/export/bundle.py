@@ -195,7 +195,13 @@ def export_bundle(package: Path, out: Path, *, name: str, version: str, source: 
     meta = metadata(spec, name=name, version=version, source=source, dice=dice)
     (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
     (out / "configs" / "inference.json").write_text(json.dumps(inference_config(spec), indent=4) + "\n")
-    shutil.copy2(package / WEIGHTS_FILE, out / "models" / "model.pt")
+    if spec.classes:  # the bundle is the segmentation network: a multi-task model's class head stays out
+        from tl_med.multitask import HEAD_NAME
+
+        weights = torch.load(package / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        torch.save({k: v for k, v in weights.items() if not k.startswith(HEAD_NAME + ".")}, out / "models" / "model.pt")
+    else:
+        shutil.copy2(package / WEIGHTS_FILE, out / "models" / "model.pt")
     if spec.landmarks:
         from tl_med.data import harmonise
 

@@ -116,9 +116,10 @@ def _channels(paths: tuple[Path, ...], names: tuple[str, ...], atol_mm: float = 
 
 
 def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestReport, state: IngestState,
-                    label_names: dict[str, str], channels: tuple[str, ...] = (), classes: tuple[str, ...] = ()
+                    label_names: dict[str, str], channels: tuple[str, ...] = (), classes: tuple[str, ...] | None = None
                     ) -> tuple[list[CaseEntry], list[CaseEntry]]:
-    """Validate and copy a NIfTI site into the workspace; returns (labelled, unlabelled) entries."""
+    """Validate and copy a NIfTI site into the workspace; returns (labelled, unlabelled) entries.
+    Items' classes are read when the task's ``classes`` are given."""
     assert site.datalist is not None
     pairs = read_datalist(site.datalist)
     root = site.datalist.parent
@@ -133,6 +134,7 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
         return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
 
     for image_paths, label_path, klass in pairs:
+        klass = klass if classes is not None else None
         if image_paths in seen:
             continue
         seen.add(image_paths)
@@ -175,7 +177,7 @@ def ingest_datalist(site: SiteConfig, ws: Workspace, key: bytes, report: IngestR
         entry = CaseEntry(**record["entry"])
         if klass is not None:
             where, value = klass
-            if isinstance(value, str) and value in classes:
+            if isinstance(value, str) and value in (classes or ()):
                 report.record(where, "converted", case_id=cid)
                 entry = entry.model_copy(update={"case_class": value})
             else:

@@ -148,7 +148,7 @@ class IngestPlan:
     segs: list[tuple[Path, str, str]] = field(default_factory=list)  # (path, rel, referenced series UID)
     labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LABELS))  # the task's label map
     channels: tuple[str, ...] = ()  # the task's input channels (datalist sites; () is one image)
-    classes: tuple[str, ...] = ()  # the task's case-level classes
+    classes: tuple[str, ...] | None = None  # the task's case-level classes (None: classes_csv not read)
 
 
 def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
@@ -158,15 +158,17 @@ def _state(site: SiteConfig, ws: Workspace, key: bytes) -> IngestState:
 
 def plan_ingest(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None,
                 pool: Executor | None = None, labels: dict[str, str] | None = None,
-                channels: tuple[str, ...] = (), classes: tuple[str, ...] = ()) -> IngestPlan:
+                channels: tuple[str, ...] = (), classes: tuple[str, ...] | None = None) -> IngestPlan:
     """Read every header of a DICOM site and group the frames into stacks; stacks whose inputs and
     options are unchanged since the last run are reused (not in ``todo``). A datalist site has no
     stacks: :func:`finish_ingest` ingests it whole. Headers are read in ``pool`` when given
-    (see :func:`worker_pool`). ``labels``, ``channels`` and ``classes`` are the task's (``sites.yaml``)."""
+    (see :func:`worker_pool`). ``labels``, ``channels`` and ``classes`` are the task's (``sites.yaml``;
+    :meth:`~tl_med.sites.SitesConfig.task_fields`); without ``classes`` a site's ``classes_csv`` is not read."""
     key = key if key is not None else ws.deid_key()
     report = IngestReport(site=site.name, key=key)
     state = _state(site, ws, key)
-    task_fields = {"labels": dict(labels or DEFAULT_LABELS), "channels": tuple(channels), "classes": tuple(classes)}
+    task_fields = {"labels": dict(labels or DEFAULT_LABELS), "channels": tuple(channels),
+                   "classes": None if classes is None else tuple(classes)}
     if site.datalist is not None:
         return IngestPlan(site, ws, task, key, report, state, [], {}, [], **task_fields)
     _check_inputs(site)
@@ -268,7 +270,7 @@ def _assemble_dicom(plan: IngestPlan, done: dict[str, StackOutcome]) -> tuple[li
             labelled.append(CaseEntry(**entry, **fields))
             continue
         unlabelled.append(CaseEntry(**entry))
-    if site.classes_csv is not None:
+    if site.classes_csv is not None and plan.classes is not None:
         labelled, unlabelled = _with_classes(plan, labelled, unlabelled)
     for _, rel, _ in segs.values():
         report.record(rel, "quarantined", "DICOM SEG references no ingested series")
@@ -303,7 +305,7 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
     channels = dict(enumerate(plan.channels)) if len(plan.channels) > 1 else {0: "/".join(modality)}
     manifest = SiteManifest(
         name=site.name, task=plan.task, modality={str(k): v for k, v in channels.items()}, labels=plan.labels,
-        classes=plan.classes,
+        classes=plan.classes or (),
         numTraining=len(splits["training"]), numTest=len(splits["test"]),
         unlabelled=tuple(sorted(unlabelled, key=lambda c: c.case_id)), **splits,
     )
@@ -315,7 +317,7 @@ def finish_ingest(plan: IngestPlan, outcomes: Iterable[StackOutcome]) -> IngestR
 
 def ingest_site(site: SiteConfig, ws: Workspace, *, task: str, key: bytes | None = None,
                 labels: dict[str, str] | None = None, channels: tuple[str, ...] = (),
-                classes: tuple[str, ...] = ()) -> IngestResult:
+                classes: tuple[str, ...] | None = None) -> IngestResult:
     """Convert every series (or NIfTI pair) of ``site``; write its manifest and report.
 
     Bad files and series are quarantined with a reason and the rest of the site ingests; the

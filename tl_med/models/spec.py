@@ -47,6 +47,7 @@ class ModelSpec(FrozenModel):
     modality: str  # "CT", "MR" (what the model was trained on; "/"-joined when mixed)
     labels: dict[str, str]  # label value -> name, "0" is background
     channels: tuple[str, ...] = ()  # names of the input channels of a multi-channel task, in order
+    classes: tuple[str, ...] = ()  # case-level classes of a multi-task model's class head (tl_med.multitask)
     network: NetworkConfig
     preprocess: PreprocessConfig
     inference: InferenceConfig = InferenceConfig()
@@ -107,6 +108,10 @@ def load_package(folder: Path) -> tuple[torch.nn.Module, ModelSpec]:
     except ValueError as exc:
         raise InputError(f"{spec_path}: not a valid model spec ({str(exc).splitlines()[0]})") from None
     model = build_network(spec.network)
+    if spec.classes:
+        from tl_med.multitask import attach_class_head
+
+        attach_class_head(model, len(spec.classes))
     try:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (RuntimeError, ValueError) as exc:

@@ -19,16 +19,19 @@ from tl_med.catalogue import adapt_epochs, needs_source
 from tl_med.checkpoint import Checkpoint
 from tl_med.data.loaders import loader_factory
 from tl_med.errors import InputError
+from tl_med.classify import ClassMetrics
 from tl_med.evaluate import metric_name
 from tl_med.inference import Predictor
 from tl_med.manifests import datalist, load_manifest, manifest_hash
 from tl_med.models.pretrained import load_state, transfer_weights
 from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import build_network, resolve_device
+from tl_med.multitask import attach_class_head
 from tl_med.progress import note
 from tl_med.quality import estimate_quality, label_volumes_ml
 from tl_med.shift import shift_figure, shift_summary
-from tl_med.stages.common import (SiteResult, StageContext, check_trainable, checkpoints, dice_on, evaluate, finite,
+from tl_med.stages.common import (SiteResult, StageContext, check_trainable, checkpoints, dice_on, evaluate,
+                                  evaluate_classes, finite,
                                   input_example, log_fit, log_setup, model_spec, optimizer, run_tags, train, training,
                                   window)
 from tl_med.tracking import Tracker, registered_model_name
@@ -117,6 +120,7 @@ class _Adapted:
     forgetting: float | None
     negative: str
     estimated: float  # the label-free quality estimate on the test images (tl_med.quality)
+    classes: ClassMetrics | None = None  # a multi-task model's case-level classification
 
 
 def _source_volumes(source_manifest: Path | None) -> tuple[float, float] | None:
@@ -146,18 +150,28 @@ def _source_only(job: _SiteJob) -> tuple[dict[str, float], float | None]:
         return metrics, job.source_dice(model, "before")
 
 
-def _from_scratch(job: _SiteJob) -> dict[str, float] | None:
-    """The same labelled target cases, a freshly initialised network (None when not configured)."""
+def _network(job: _SiteJob) -> torch.nn.Module:
+    """A fresh network for the site (with a class head when the run is multi-task)."""
+    model = build_network(job.target_spec.network)
+    if job.target_spec.classes:
+        attach_class_head(model, len(job.target_spec.classes))
+    return model
+
+
+def _from_scratch(job: _SiteJob) -> tuple[dict[str, float], ClassMetrics | None] | None:
+    """The same labelled target cases, a freshly initialised network (None when not configured);
+    its test metrics, and its classification when the run is multi-task."""
     ctx, ac = job.ctx, job.ctx.cfg.adapt
     if "scratch" not in ctx.cfg.baselines or not job.splits["training"]:
         return None
     with job.child("scratch", "none") as run_id:
         job.setup(run_id, strategy="scratch")
         seed_everything(ctx.cfg.seed)
-        model = build_network(job.target_spec.network)
+        model = _network(job)
         train(ctx, run_id, model, job.splits, optimizer([{"params": model.parameters()}], ctx.cfg.pretrain.lr,
                                                          ac.weight_decay), ac, Checkpoint(job.checkpoints / "scratch.pt"))
-        return evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary()
+        return (evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary(),
+                evaluate_classes(ctx, run_id, model, job.splits["test"], job.target_spec))
 
 
 def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scratch: float | None,
@@ -168,7 +182,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
     with job.child(label) as run_id:
         job.setup(run_id, strategy=label, pretrained_source=job.pretrained)
         seed_everything(ctx.cfg.seed)
-        model = build_network(job.target_spec.network)
+        model = _network(job)  # a multi-task run's class head is new: the transfer report lists it
         report = transfer_weights(model, job.state)
         tracker.log_json(run_id, report.to_json(), "transfer/weights_report.json")
         tracker.log_metrics(run_id, {"transfer_share": report.share,
@@ -181,8 +195,10 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
         tracker.log_json(run_id, outcome.info, "adapt/steps.json")
         if outcome.fit is not None:
             log_fit(tracker, run_id, outcome.fit)
-        spec = model_spec(ctx, job.site, job.manifest_path, outcome.landmarks)
+        spec = model_spec(ctx, job.site, job.manifest_path, outcome.landmarks).model_copy(
+            update={"classes": job.target_spec.classes})
         metrics = evaluate(ctx, run_id, model, job.splits["test"], spec).summary()
+        classes = evaluate_classes(ctx, run_id, model, job.splits["test"], spec)
         estimated = job.log_estimate(run_id, model, spec)["estimated_dice"]
         source_after = job.source_dice(model, "after")
         forgetting = None if source_before is None or source_after is None else source_before - source_after
@@ -195,7 +211,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
         tracker.log_state_dict(run_id, model)
         package = tracker.log_package(run_id, model, spec)
         model_uri = tracker.log_model(run_id, model, input_example(spec))
-    return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative, estimated)
+    return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative, estimated, classes)
 
 
 def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, scratch: float | None) -> str:
@@ -223,6 +239,8 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, 
               "strategy": label, "site": site, "manifest_sha256": sha,
               "parent_run_id": job.parent, "harmonised": "true" if adapted.spec.landmarks else "false",
               "package": adapted.package, "modality": adapted.spec.modality,
+              **({"test_auc": f"{adapted.classes.auc:.4f}"} if adapted.classes and adapted.classes.auc is not None
+                 else {}),
               "champion_version": champion[0] if champion else "",
               "champion_test_dice": f"{champion[1]:.4f}" if champion else ""},
         description=(f"{label} from {job.pretrained} on {n_labelled} labelled cases. "
@@ -249,8 +267,9 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     splits = check_trainable(manifest_path, site, ac.n_labelled)
     if (needs_source(ac.steps) or ac.ewc > 0) and source_manifest is None:
         raise InputError(f"adapt.steps/ewc of site '{site}' need the source site's manifest")
+    classes = _task_classes(manifest_path, site, splits) if ac.strategy == "multitask" else ()
     state = load_state(pretrained, ctx.tracker, ctx.ws)
-    target_spec = model_spec(ctx, site, manifest_path)
+    target_spec = model_spec(ctx, site, manifest_path).model_copy(update={"classes": classes})
     if "harmonise" in ac.steps and target_spec.n_channels > 1:
         raise InputError(f"adapt step harmonise maps one intensity histogram; site '{site}' has "
                          f"{target_spec.n_channels} channels ({', '.join(target_spec.channels)}): leave it out")
@@ -271,7 +290,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
         if source_manifest:
             _log_shift(job, source_manifest)
         source_only_m, source_before = _source_only(job)
-        scratch_m = _from_scratch(job)
+        scratch_m, scratch_classes = _from_scratch(job) or (None, None)
         source_only, scratch = source_only_m["dice"], scratch_m["dice"] if scratch_m else None
         adapted = _adapt(job, label, data, source_only, scratch, source_before)
         version = _register(job, label, adapted, source_only, scratch)
@@ -283,7 +302,23 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                       adapted_hd95=finite(adapted.metrics["hd95"]), n_labelled=len(splits["training"]),
                       n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id,
                       class_dice=_class_dice(target_spec, {"source_only": source_only_m, "from_scratch": scratch_m,
-                                                           "adapted": adapted.metrics}))
+                                                           "adapted": adapted.metrics}),
+                      classification={"source_only": None,  # the source model has no class head
+                                      "from_scratch": scratch_classes.summary() if scratch_classes else None,
+                                      "adapted": adapted.classes.summary() if adapted.classes else None}
+                      if target_spec.classes else {})
+
+
+def _task_classes(manifest_path: Path, site: str, splits: dict[str, list[dict]]) -> tuple[str, ...]:
+    """The task's classes for a multi-task run; :class:`InputError` when the site cannot have one."""
+    classes = load_manifest(manifest_path).classes
+    if not classes:
+        raise InputError(f"strategy multitask needs case-level classes: list the task's classes in sites.yaml "
+                         f"and give site '{site}' a classes_csv (or datalist classes), then ingest it again")
+    if not any(it.get("class", -1) >= 0 for it in splits["training"]):
+        raise InputError(f"strategy multitask: none of site '{site}''s {len(splits['training'])} labelled "
+                         "training cases has a class")
+    return tuple(classes)
 
 
 def _class_dice(spec: ModelSpec, summaries: dict[str, dict[str, float] | None]) -> dict[str, dict[str, float | None]]:

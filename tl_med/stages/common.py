@@ -17,6 +17,7 @@ import torch
 from monai.data import DataLoader
 
 from tl_med.checkpoint import Checkpoint
+from tl_med.classify import ClassMetrics, class_metrics
 from tl_med.config import AdaptConfig, PipelineConfig, TrainConfig, flatten
 from tl_med.data.loaders import loader_factory
 from tl_med.data.transforms import cached_dataset
@@ -26,15 +27,16 @@ from tl_med.inference import Predictor, evaluate_native, window_inferer
 from tl_med.manifests import datalist, load_manifest, manifest_hash
 from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import resolve_device
+from tl_med.multitask import case_class_probabilities, class_head
 from tl_med.plots import learning_curve, overlays
-from tl_med.progress import activity
+from tl_med.progress import activity, track
 from tl_med.tracking import Tracker, code_version
 from tl_med.train import EpochLog, FitResult, fit
 from tl_med.workspace import Workspace
 
 __all__ = ["StageContext", "PretrainResult", "SiteResult", "warm_cache", "check_trainable", "loader", "run_tags",
            "log_setup", "epoch_logger", "training", "log_fit", "checkpoints", "window", "train", "model_spec",
-           "evaluate", "input_example", "optimizer", "finite", "dice_on"]
+           "evaluate", "evaluate_classes", "input_example", "optimizer", "finite", "dice_on"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class SiteResult:
     flow_run_id: str = ""
     # a multi-class task's test Dice of each class: {class: {"source_only", "from_scratch", "adapted"}}
     class_dice: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # a multi-task run's case-level classification: {"source_only", "from_scratch", "adapted"} → metrics
+    classification: dict[str, dict[str, float | None] | None] = field(default_factory=dict)
 
     @property
     def gain(self) -> float:
@@ -221,6 +225,30 @@ def evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list
     s = metrics.summary()
     ctx.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in s.items() if k != "n_cases"})
     ctx.tracker.log_text(run_id, metrics.to_csv(), "metrics/test_per_case.csv")
+    return metrics
+
+
+def evaluate_classes(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict],
+                     spec: ModelSpec) -> ClassMetrics | None:
+    """Case-level classification of the test cases by a multi-task model (``None`` without a class
+    head): AUC with its bootstrap interval, balanced accuracy and ECE, logged as ``test_auc`` …
+    with the per-case probabilities."""
+    if class_head(model) is None or not spec.classes:
+        return None
+    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
+    ys, probs, rows = [], [], []
+    for item in track(items, f"classes:{run_id}", f"classify {ctx.tracker.client.get_run(run_id).info.run_name}",
+                      unit="cases"):
+        image = predictor.from_file({"image": item["image"]})["image"]
+        p = case_class_probabilities(model, image, predictor.window)
+        ys.append(int(item.get("class", -1)))
+        probs.append(p.tolist())
+        rows.append({"case_id": item["case_id"], "class": spec.classes[ys[-1]] if ys[-1] >= 0 else None,
+                     "probabilities": dict(zip(spec.classes, (round(float(v), 4) for v in p)))})
+    metrics = class_metrics(ys, probs, seed=ctx.cfg.seed)
+    ctx.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in metrics.summary().items() if k != "n_cases"})
+    ctx.tracker.log_json(run_id, {"classes": list(spec.classes), "metrics": metrics.summary(), "cases": rows},
+                         "metrics/test_classes.json")
     return metrics
 
 
