@@ -44,7 +44,6 @@ def _args() -> argparse.Namespace:
 def write_series(folder: Path, size: int, slices: int, seed: int = 0) -> Path:
     """A CT series: body ellipse, a liver-like ellipsoid, noise; int16 with a -1024 intercept."""
     import numpy as np
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 

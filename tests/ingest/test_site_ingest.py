@@ -2,11 +2,8 @@ import shutil
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from monai.data import load_decathlon_datalist
 
 from tests.conftest import PHI_MARKERS
@@ -69,9 +66,7 @@ def test_missing_or_empty_site_folder_is_a_clear_error(workspace):
     ws, sites_file = workspace
     site = _site(ws, sites_file)
     shutil.rmtree(site.dicom_dir)
-    import pytest
 
-    from tl_med.errors import InputError
 
     with pytest.raises(InputError, match=r"site 'east': DICOM folder .* does not exist"):
         ingest_site(site, ws, task="liver")

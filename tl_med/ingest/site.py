@@ -30,7 +30,7 @@ from tl_med.ingest.labels import check_label, index_labels, label_key
 from tl_med.ingest.report import IngestReport
 from tl_med.ingest.scan import list_inputs, scan_dicom_tree
 from tl_med.ingest.seg import seg_label
-from tl_med.ingest.stacks import StackJob, StackOutcome, convert_stack, nifti_name
+from tl_med.ingest.stacks import StackJob, StackOutcome, convert_stack
 from tl_med.manifests import CaseEntry, SiteManifest, assign_splits, write_manifest
 from tl_med.progress import track
 from tl_med.quiet import silence_known_noise
