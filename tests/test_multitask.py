@@ -89,8 +89,15 @@ def test_a_multitask_adaptation_reports_dice_and_auc_for_the_model_and_its_basel
     assert spec["classes"] == ["normal", "enlarged"]
     from tl_med.models.spec import load_package
 
-    model, _ = load_package(__import__("pathlib").Path(client.download_artifacts(run.info.run_id, "package")))
+    package = __import__("pathlib").Path(client.download_artifacts(run.info.run_id, "package"))
+    model, _ = load_package(package)
     assert hasattr(model, "class_head")  # the package rebuilds the head it was trained with
+    from tl_med.export.bundle import export_bundle
+
+    bundle = export_bundle(package, tmp_path / "bundle", name="tlmed-liver-east", version="1", source="test")
+    weights = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("class_head.") for k in weights)  # the bundle is the segmentation network
+    build_network(tiny_cfg.network).load_state_dict(weights)
     from tl_med.results import PipelineResult, result_document, results_markdown
 
     doc = result_document(PipelineResult(source=None, sites=[result]), command="adapt")
