@@ -6,6 +6,13 @@ validation, NIfTI, manifest, report) and with dcm2niix, alternating, ``--runs`` 
 with the same output compression. Each run is a fresh process and a fresh output folder, so
 tl_med's incremental reuse never applies (a separate line reports the unchanged re-ingest).
 
+The timed runs are kept free of the other tool's and the harness's own work: the order of the two
+tools alternates from run to run, dirty pages are flushed (``sync``) before each timed run so
+neither tool pays for the other's write-back, each later run's output is deleted once measured,
+and no memory sampler runs during a timed run (walking ``/proc`` and reading PSS every 20 ms costs
+a good part of a core, which a tool that uses every core pays for and a single-threaded one does
+not). Peak memory comes from one further, sampled and untimed run of each tool.
+
 Prints per tool: median wall time, slices/s, input MB/s, peak memory (PSS summed over the whole
 process tree, sampled every 20 ms) and output size, then the ratio tl_med / dcm2niix.
 
@@ -30,7 +37,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -91,27 +97,64 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def _children(pid: int) -> list[int] | None:
+    """The direct children of ``pid`` (from /proc/<pid>/task/*/children), or None if unsupported."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []  # gone
+    kids: list[int] = []
+    for tid in tasks:
+        try:
+            kids += map(int, Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+        except FileNotFoundError:
+            if not Path(f"/proc/{pid}/task/{tid}").exists():
+                continue  # the thread ended
+            return None  # a kernel without CONFIG_PROC_CHILDREN
+        except OSError:
+            continue
+    return kids
+
+
 def _tree_rss(root: int) -> int:
     """Memory (PSS) of ``root`` and all its descendants, from /proc."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
+    parent: dict[int, int] | None = None
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
         total += _pss(pid)
-        todo += [c for c, p in parent.items() if p == pid]
+        kids = _children(pid)
+        if kids is None:  # fall back to scanning every process's parent
+            if parent is None:
+                parent = {}
+                for stat in Path("/proc").glob("[0-9]*/stat"):
+                    try:
+                        parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                    except (OSError, ValueError, IndexError):
+                        continue
+            kids = [c for c, p in parent.items() if p == pid]
+        todo += kids
     return total
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of one timed run: nothing else of the harness runs meanwhile."""
+    os.sync()  # the previous run's dirty pages are written back before, not during, this run
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.decode()[-2000:]}")
+    return wall
 
 
 def _measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """(wall seconds, peak MiB (PSS) of the command's whole process tree, sampled every 20 ms).
 
-    The tree matters: tl_med converts in worker processes, dcm2niix in one.
+    The tree matters: tl_med converts in worker processes, dcm2niix in one. The sampler costs
+    CPU, so this run's time is not one of the timed runs.
     """
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     peak = [0]
@@ -182,25 +225,36 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for f in files:  # warm the page cache once so that neither tool pays the first read
             f.read_bytes()
-        times: dict[str, list[tuple[float, float]]] = {"tl_med": [], "dcm2niix": []}
+        def command(tool: str, out: Path) -> list[str]:
+            if tool == "dcm2niix":
+                out.mkdir()
+                return [dcm2niix, *z, "-f", "%s_%j", "-o", str(out), str(corpus)]
+            return [sys.executable, "-c", _OURS, str(corpus), str(out), str(args.compress)]
+
+        times: dict[str, list[float]] = {"tl_med": [], "dcm2niix": []}
         for run in range(args.runs):
-            out = tmp / f"dcm2niix-{run}"
-            out.mkdir()
-            times["dcm2niix"].append(_measure([dcm2niix, *z, "-f", "%s_%j", "-o", str(out), str(corpus)]))
-            times["tl_med"].append(_measure([sys.executable, "-c", _OURS, str(corpus), str(tmp / f"ws-{run}"),
-                                             str(args.compress)], env))
-            print(f"run {run + 1}: dcm2niix {times['dcm2niix'][-1][0]:.2f} s, tl_med {times['tl_med'][-1][0]:.2f} s")
-        again = _measure([sys.executable, "-c", _OURS, str(corpus), str(tmp / "ws-0"), str(args.compress)], env)
-        sizes = {"tl_med": _size(tmp / "ws-0" / "data"), "dcm2niix": _size(tmp / "dcm2niix-0")}
+            order = ("dcm2niix", "tl_med") if run % 2 == 0 else ("tl_med", "dcm2niix")
+            for tool in order:
+                out = tmp / f"{tool}-{run}"
+                times[tool].append(_run(command(tool, out), env if tool == "tl_med" else None))
+                if run:  # run 0's output is kept for the sizes and the re-ingest below
+                    shutil.rmtree(out)
+            print(f"run {run + 1}: dcm2niix {times['dcm2niix'][-1]:.2f} s, tl_med {times['tl_med'][-1]:.2f} s")
+        peaks = {}
+        for tool in times:  # one untimed run each with the memory sampler
+            out = tmp / f"{tool}-mem"
+            peaks[tool] = _measure(command(tool, out), env if tool == "tl_med" else None)[1]
+            shutil.rmtree(out)
+        again = _run([sys.executable, "-c", _OURS, str(corpus), str(tmp / "tl_med-0"), str(args.compress)], env)
+        sizes = {"tl_med": _size(tmp / "tl_med-0" / "data"), "dcm2niix": _size(tmp / "dcm2niix-0")}
         print(f"\n{'tool':<10}{'median s':>10}{'slices/s':>10}{'MB/s':>8}{'peak MiB':>10}{'output MB':>11}")
         med = {}
         for tool, rows in times.items():
-            med[tool] = statistics.median(t for t, _ in rows)
-            peak = max(m for _, m in rows)
-            print(f"{tool:<10}{med[tool]:>10.2f}{n_slices / med[tool]:>10.0f}{mb / med[tool]:>8.0f}{peak:>10.0f}"
+            med[tool] = statistics.median(rows)
+            print(f"{tool:<10}{med[tool]:>10.2f}{n_slices / med[tool]:>10.0f}{mb / med[tool]:>8.0f}{peaks[tool]:>10.0f}"
                   f"{sizes[tool]:>11.0f}")
         print(f"\nratio tl_med / dcm2niix (median wall time): {med['tl_med'] / med['dcm2niix']:.2f}")
-        print(f"tl_med re-ingest of the unchanged corpus (incremental): {again[0]:.2f} s")
+        print(f"tl_med re-ingest of the unchanged corpus (incremental): {again:.2f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
