@@ -20,6 +20,18 @@ from tl_med.stages import StageContext, adapt_site
 from tl_med.train import fit
 
 
+def _spec_of(package):
+    from tl_med.models.spec import load_package
+
+    return load_package(package)[1]
+
+
+def result_image(ws) -> str:
+    from tl_med.manifests import datalist
+
+    return datalist(ws.site_manifest("east"), "test")[0]["image"]
+
+
 @pytest.mark.parametrize("name", list(TINY))
 def test_the_head_sits_on_the_bottleneck_and_trains_with_the_output_head(name):
     net = tiny_network(name)
@@ -92,6 +104,10 @@ def test_a_multitask_adaptation_reports_dice_and_auc_for_the_model_and_its_basel
     package = __import__("pathlib").Path(client.download_artifacts(run.info.run_id, "package"))
     model, _ = load_package(package)
     assert hasattr(model, "class_head")  # the package rebuilds the head it was trained with
+    from tl_med.inference import Predictor
+
+    predicted = Predictor(model, _spec_of(package), torch.device("cpu")).predict(result_image(ws))
+    assert set(predicted.classes) == {"normal", "enlarged"} and sum(predicted.classes.values()) == pytest.approx(1, abs=1e-3)
     from tl_med.export.bundle import export_bundle
 
     bundle = export_bundle(package, tmp_path / "bundle", name="tlmed-liver-east", version="1", source="test")

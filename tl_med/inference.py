@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -48,10 +48,12 @@ def voxel_spacing(affine: np.ndarray) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Label values (``uint8``) on the input's own voxel grid, and that grid's RAS affine."""
+    """Label values (``uint8``) on the input's own voxel grid, and that grid's RAS affine; a
+    multi-task model's case-level class probabilities (``{class: p}``; empty otherwise)."""
 
     mask: np.ndarray
     affine: np.ndarray
+    classes: dict[str, float] = field(default_factory=dict)
 
 
 class Predictor:
@@ -71,6 +73,17 @@ class Predictor:
         self.model.eval().to(self.device)
         return self.window(image[None].to(self.device), self.model)[0].float().cpu()
 
+    def class_probabilities(self, image: torch.Tensor) -> dict[str, float]:
+        """A multi-task model's case-level class probabilities for a preprocessed image ({} without
+        a class head)."""
+        from tl_med.multitask import case_class_probabilities, class_head
+
+        if class_head(self.model) is None or not self.spec.classes:
+            return {}
+        self.model.eval().to(self.device)
+        probs = case_class_probabilities(self.model, image, self.window)
+        return {name: round(float(p), 4) for name, p in zip(self.spec.classes, probs)}
+
     def predict(self, image: str | Path | tuple[np.ndarray, np.ndarray]) -> Prediction:
         """Masks for a NIfTI file, or for ``(array, RAS affine)``, on that image's own grid."""
         if isinstance(image, (str, Path)):
@@ -88,7 +101,8 @@ class Predictor:
         inverted = Invertd(keys="pred", transform=self.from_file if isinstance(image, (str, Path)) else self.from_array,
                            orig_keys="image", nearest_interp=False, to_tensor=True)(data)["pred"]
         mask = channel_argmax(inverted.as_tensor() if isinstance(inverted, MetaTensor) else inverted)
-        return Prediction(mask=mask, affine=np.asarray(inverted.affine, dtype=np.float64))
+        return Prediction(mask=mask, affine=np.asarray(inverted.affine, dtype=np.float64),
+                          classes=self.class_probabilities(data["image"]))
 
 
 def channel_argmax(probs: torch.Tensor) -> np.ndarray:

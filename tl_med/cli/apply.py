@@ -140,13 +140,15 @@ def _report(outcomes, label: str, spec, stored: int, as_json: bool) -> None:
                    "labels": spec.labels, "stored_in_pacs": stored,
                    "outputs": [{"name": o.name, "kind": o.kind, "nifti": str(o.nifti) if o.nifti else None,
                                 "seg": str(o.seg) if o.seg else None, "volumes_ml": o.volumes_ml,
-                                "error": o.reason or None} for o in outcomes]})
+                                "classes": o.classes, "error": o.reason or None} for o in outcomes]})
         return
     for o in outcomes:
         if o.ok:
             files = ", ".join(str(p) for p in (o.nifti, o.seg) if p)
             volumes = ", ".join(f"{k} {v:.1f} ml" for k, v in o.volumes_ml.items())
-            console.print(f"{o.name}: {files} ({volumes})", markup=False)
+            classes = ", ".join(f"{k} {v:.2f}" for k, v in o.classes.items())
+            console.print(f"{o.name}: {files} ({volumes})" + (f"; class probabilities {classes}" if classes else ""),
+                          markup=False)
         else:
             err.print(f"error: {o.name}: {o.reason}", markup=False)
     done = sum(o.ok for o in outcomes)

@@ -37,6 +37,7 @@ class Outcome:
     volumes_ml: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     notes: tuple[str, ...] = ()
+    classes: dict[str, float] = field(default_factory=dict)  # a multi-task model's class probabilities
 
     @property
     def ok(self) -> bool:
@@ -95,8 +96,9 @@ def predict_one(predictor: Predictor, item: Input, out: Path, *, model: str, for
         except Exception as exc:  # noqa: BLE001 - an object highdicom cannot reference: the mask still stands
             return Outcome(item.name, item.kind, nifti_out, None, volumes, notes=tuple(notes),
                            reason=f"mask written, DICOM SEG not written ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:120] if str(exc) else 'no message'})")
-    return Outcome(item.name, item.kind, nifti_out, seg_out, volumes, notes=tuple(notes))
+                                  f"{str(exc).splitlines()[0][:120] if str(exc) else 'no message'})",
+                           classes=pred.classes)
+    return Outcome(item.name, item.kind, nifti_out, seg_out, volumes, notes=tuple(notes), classes=pred.classes)
 
 
 def predict_inputs(predictor: Predictor, inputs: list[Input], out: Path, *, model: str,
