@@ -37,11 +37,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tl_med.data.dicom_writer import axial_ct_slice  # noqa: E402 - after the repository is on the path
 
 
 def _volume(rng: np.random.Generator, n: int, size: int = 512) -> np.ndarray:
@@ -65,21 +66,10 @@ def build_corpus(folder: Path, n_series: int, n_slices: int, seed: int = 0) -> i
         out = folder / f"patient{s:02d}" / f"series{s:02d}"
         out.mkdir(parents=True)
         for k in range(n_slices):
-            ds = Dataset()
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.SOPClassUID, ds.Modality = CTImageStorage, "CT"
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+            ds = axial_ct_slice(study, series, frame, z=-300.0 + 1.25 * k, origin=(-250.0, -250.0),
+                                pixel_spacing=(0.9765625, 0.9765625), thickness=1.25)
             ds.PatientName, ds.PatientID, ds.StudyDate = f"BENCH^{s}", f"BENCH{s}", "20240101"
             ds.Manufacturer, ds.InstanceNumber = "BENCH", n_slices - k
-            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-            ds.ImagePositionPatient = [-250.0, -250.0, -300.0 + 1.25 * k]
-            ds.PixelSpacing, ds.SliceThickness = [0.9765625, 0.9765625], 1.25
-            ds.Rows = ds.Columns = 512
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
             ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
             ds.PixelData = vol[k].tobytes()
             ds.save_as(out / f"{k:05d}", enforce_file_format=True)

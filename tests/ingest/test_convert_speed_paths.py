@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
+from tl_med.data.dicom_writer import axial_ct_slice
 from tl_med.ingest.convert import Volume, read_plane, read_volume, write_nifti
 from tl_med.ingest.geometry import build_geometry, group_series
 from tl_med.ingest.report import IngestReport
@@ -29,20 +29,9 @@ def _series(folder: Path, bits: int, stored: int, signed: bool, n: int = 4, rows
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
     lo, hi = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
     for k in range(n):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.Modality = CTImageStorage, "CT"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds = axial_ct_slice(study, series, frame, z=2.0 * k, pixel_spacing=(0.5, 0.6), thickness=2.0, rows=rows,
+                            cols=cols, bits=bits, stored=stored, signed=signed)
         ds.PatientID, ds.InstanceNumber = "P", k + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
-        ds.PixelSpacing, ds.SliceThickness = [0.5, 0.6], 2.0
-        ds.Rows, ds.Columns = rows, cols
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, stored, stored - 1, int(signed)
         ds.RescaleSlope, ds.RescaleIntercept = slopes[k % len(slopes)]
         values = rng.integers(lo, hi + 1, (rows, cols)).astype(dtype)
         values.flat[:2] = lo, hi  # both ends of the range, whatever the draw

@@ -14,11 +14,11 @@ import copy
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
 from tl_med.data.scanners import ScannerProfile, grid_geometry
 
-__all__ = ["FakePatient", "SeriesUIDs", "write_series"]
+__all__ = ["FakePatient", "SeriesUIDs", "write_series", "axial_ct_slice"]
 
 
 @dataclass(frozen=True)
@@ -132,3 +132,25 @@ def write_series(values: np.ndarray, p: ScannerProfile, who: FakePatient, uids: 
         paths.append(path)
     return paths
 
+
+
+def axial_ct_slice(study: str, series: str, frame_of_reference: str, *, z: float, origin: tuple[float, float] = (0.0, 0.0),
+                   pixel_spacing: tuple[float, float] = (1.0, 1.0), thickness: float = 1.0, rows: int = 512,
+                   cols: int = 512, bits: int = 16, stored: int = 12, signed: bool = False) -> Dataset:
+    """The bare minimum of one axial CT Image Storage slice (explicit VR little endian, a fresh SOP
+    Instance UID, no patient module): what benchmarks and tests build corpora from. The caller adds
+    pixel data, rescale and any other attributes it needs."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.Modality = CTImageStorage, "CT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [origin[0], origin[1], z]
+    ds.PixelSpacing, ds.SliceThickness = list(pixel_spacing), thickness
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, stored, stored - 1, int(signed)
+    return ds
