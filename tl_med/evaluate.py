@@ -52,6 +52,7 @@ class CaseMetrics:
     classes: list[str] = field(default_factory=list)
     class_dice: list[list[float]] = field(default_factory=list)
     class_hd95: list[list[float]] = field(default_factory=list)
+    case_classes: list[dict[str, float]] = field(default_factory=list)  # a multi-task model's class probabilities
 
     def per_class(self) -> dict[str, dict[str, float]]:
         """Mean Dice and HD95 of each foreground class over the cases (none for a binary task)."""

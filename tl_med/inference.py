@@ -73,16 +73,16 @@ class Predictor:
         self.model.eval().to(self.device)
         return self.window(image[None].to(self.device), self.model)[0].float().cpu()
 
-    def class_probabilities(self, image: torch.Tensor) -> dict[str, float]:
-        """A multi-task model's case-level class probabilities for a preprocessed image ({} without
-        a class head)."""
-        from tl_med.multitask import case_class_probabilities, class_head
+    def logits_and_classes(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Sliding-window logits of a preprocessed image and, for a multi-task model, its case-level
+        class probabilities from the same pass ({} otherwise)."""
+        from tl_med.multitask import class_head, windowed
 
         if class_head(self.model) is None or not self.spec.classes:
-            return {}
+            return self.logits(image), {}
         self.model.eval().to(self.device)
-        probs = case_class_probabilities(self.model, image, self.window)
-        return {name: round(float(p), 4) for name, p in zip(self.spec.classes, probs)}
+        logits, probs = windowed(self.model, image, self.window)
+        return logits, {name: round(float(p), 4) for name, p in zip(self.spec.classes, probs)}
 
     def predict(self, image: str | Path | tuple[np.ndarray, np.ndarray]) -> Prediction:
         """Masks for a NIfTI file, or for ``(array, RAS affine)``, on that image's own grid."""
@@ -96,13 +96,13 @@ class Predictor:
             array, affine = image
             data = self.from_array({"image": MetaTensor(torch.as_tensor(np.asarray(array, dtype=np.float32)),
                                                         affine=torch.as_tensor(affine, dtype=torch.float64))})
-        probs = torch.softmax(self.logits(data["image"]), dim=0)
+        logits, classes = self.logits_and_classes(data["image"])
+        probs = torch.softmax(logits, dim=0)
         data["pred"] = MetaTensor(probs, meta=dict(data["image"].meta))  # the preprocessed grid's meta
         inverted = Invertd(keys="pred", transform=self.from_file if isinstance(image, (str, Path)) else self.from_array,
                            orig_keys="image", nearest_interp=False, to_tensor=True)(data)["pred"]
         mask = channel_argmax(inverted.as_tensor() if isinstance(inverted, MetaTensor) else inverted)
-        return Prediction(mask=mask, affine=np.asarray(inverted.affine, dtype=np.float64),
-                          classes=self.class_probabilities(data["image"]))
+        return Prediction(mask=mask, affine=np.asarray(inverted.affine, dtype=np.float64), classes=classes)
 
 
 def channel_argmax(probs: torch.Tensor) -> np.ndarray:
@@ -123,7 +123,7 @@ def evaluate_native(predictor: Predictor, items: Iterable[dict], description: st
     image's own grid (labels as ingested, never resampled); also (case, image, label, mask,
     affine) of the first three cases, for the overlays."""
     items = list(items)
-    ids, dice, hd95, shown, class_dice, class_hd95 = [], [], [], [], [], []
+    ids, dice, hd95, shown, class_dice, class_hd95, probabilities = [], [], [], [], [], [], []
     for item in track(items, key or f"eval:{description}", description, unit="cases"):
         pred = predictor.predict(item["image"])
         label_img = nib.load(item["label"])
@@ -136,10 +136,11 @@ def evaluate_native(predictor: Predictor, items: Iterable[dict], description: st
         hd95.append(sum(h) / len(h))
         class_dice.append(d)
         class_hd95.append(h)
+        probabilities.append(pred.classes)
         if len(shown) < 3:
             image = np.asanyarray(nib.load(item["image"]).dataobj, dtype=np.float32)
             shown.append((item["case_id"], image[..., 0] if image.ndim == 4 else image,  # first channel
                           label, pred.mask, label_img.affine))
     classes = [name for value, name in sorted(predictor.spec.labels.items(), key=lambda kv: int(kv[0])) if value != "0"]
     return CaseMetrics(case_ids=ids, dice=dice, hd95=hd95, classes=classes, class_dice=class_dice,
-                       class_hd95=class_hd95), shown
+                       class_hd95=class_hd95, case_classes=probabilities), shown

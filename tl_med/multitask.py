@@ -31,7 +31,8 @@ import torch
 
 from tl_med.adapt.blocks import _PROBE_SIZES, bottleneck_module
 
-__all__ = ["ClassHead", "attach_class_head", "class_head", "class_loss", "case_class_probabilities", "HEAD_NAME"]
+__all__ = ["ClassHead", "attach_class_head", "class_head", "class_loss", "windowed", "case_class_probabilities",
+           "HEAD_NAME"]
 
 HEAD_NAME = "class_head"
 
@@ -113,10 +114,11 @@ def class_loss(model: torch.nn.Module, classes: torch.Tensor) -> torch.Tensor | 
 
 
 @torch.no_grad()
-def case_class_probabilities(model: torch.nn.Module, image: torch.Tensor, window) -> np.ndarray:
-    """Class probabilities of one preprocessed image (channel first): the mean of each sliding
-    window's softmax, weighted by the foreground share the network segments in that window (plain
-    mean when it segments none)."""
+def windowed(model: torch.nn.Module, image: torch.Tensor, window) -> tuple[torch.Tensor, np.ndarray]:
+    """One sliding-window pass over a preprocessed image (channel first): the segmentation logits
+    (channel first, no batch axis) and the case's class probabilities, the mean of each window's
+    softmax weighted by the foreground share the network segments in that window (plain mean when
+    it segments none)."""
     head = class_head(model)
     if head is None:
         raise ValueError("the model has no class head")
@@ -131,8 +133,13 @@ def case_class_probabilities(model: torch.nn.Module, image: torch.Tensor, window
 
     model.eval()
     param = next(model.parameters())
-    window(image[None].to(param.device), network)
+    logits = window(image[None].to(param.device), network)[0].float().cpu()
     p, w = torch.cat(probs), torch.cat(weights)
     if float(w.sum()) <= 1e-6:
         w = torch.ones_like(w)
-    return ((p * w[:, None]).sum(dim=0) / w.sum()).cpu().numpy()
+    return logits, ((p * w[:, None]).sum(dim=0) / w.sum()).cpu().numpy()
+
+
+def case_class_probabilities(model: torch.nn.Module, image: torch.Tensor, window) -> np.ndarray:
+    """The class probabilities of :func:`windowed`."""
+    return windowed(model, image, window)[1]

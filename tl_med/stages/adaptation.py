@@ -170,8 +170,8 @@ def _from_scratch(job: _SiteJob) -> tuple[dict[str, float], ClassMetrics | None]
         model = _network(job)
         train(ctx, run_id, model, job.splits, optimizer([{"params": model.parameters()}], ctx.cfg.pretrain.lr,
                                                          ac.weight_decay), ac, Checkpoint(job.checkpoints / "scratch.pt"))
-        return (evaluate(ctx, run_id, model, job.splits["test"], job.target_spec).summary(),
-                evaluate_classes(ctx, run_id, model, job.splits["test"], job.target_spec))
+        metrics = evaluate(ctx, run_id, model, job.splits["test"], job.target_spec)
+        return metrics.summary(), evaluate_classes(ctx, run_id, metrics, job.splits["test"], job.target_spec)
 
 
 def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scratch: float | None,
@@ -197,8 +197,9 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
             log_fit(tracker, run_id, outcome.fit)
         spec = model_spec(ctx, job.site, job.manifest_path, outcome.landmarks).model_copy(
             update={"classes": job.target_spec.classes})
-        metrics = evaluate(ctx, run_id, model, job.splits["test"], spec).summary()
-        classes = evaluate_classes(ctx, run_id, model, job.splits["test"], spec)
+        case_metrics = evaluate(ctx, run_id, model, job.splits["test"], spec)
+        metrics = case_metrics.summary()
+        classes = evaluate_classes(ctx, run_id, case_metrics, job.splits["test"], spec)
         estimated = job.log_estimate(run_id, model, spec)["estimated_dice"]
         source_after = job.source_dice(model, "after")
         forgetting = None if source_before is None or source_after is None else source_before - source_after

@@ -27,9 +27,8 @@ from tl_med.inference import Predictor, evaluate_native, window_inferer
 from tl_med.manifests import datalist, load_manifest, manifest_hash
 from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import resolve_device
-from tl_med.multitask import case_class_probabilities, class_head
 from tl_med.plots import learning_curve, overlays
-from tl_med.progress import activity, track
+from tl_med.progress import activity
 from tl_med.tracking import Tracker, code_version
 from tl_med.train import EpochLog, FitResult, fit
 from tl_med.workspace import Workspace
@@ -228,28 +227,23 @@ def evaluate(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list
     return metrics
 
 
-def evaluate_classes(ctx: StageContext, run_id: str, model: torch.nn.Module, items: list[dict],
+def evaluate_classes(ctx: StageContext, run_id: str, metrics: CaseMetrics, items: list[dict],
                      spec: ModelSpec) -> ClassMetrics | None:
-    """Case-level classification of the test cases by a multi-task model (``None`` without a class
-    head): AUC with its bootstrap interval, balanced accuracy and ECE, logged as ``test_auc`` …
-    with the per-case probabilities."""
-    if class_head(model) is None or not spec.classes:
+    """Case-level classification of the test cases by a multi-task model, from the class
+    probabilities :func:`evaluate` collected in the same pass (``None`` without them): AUC with its
+    bootstrap interval, balanced accuracy and ECE, logged as ``test_auc`` … with the per-case
+    probabilities."""
+    if not spec.classes or not any(metrics.case_classes):
         return None
-    predictor = Predictor(model, spec, resolve_device(ctx.cfg.device))
-    ys, probs, rows = [], [], []
-    for item in track(items, f"classes:{run_id}", f"classify {ctx.tracker.client.get_run(run_id).info.run_name}",
-                      unit="cases"):
-        image = predictor.from_file({"image": item["image"]})["image"]
-        p = case_class_probabilities(model, image, predictor.window)
-        ys.append(int(item.get("class", -1)))
-        probs.append(p.tolist())
-        rows.append({"case_id": item["case_id"], "class": spec.classes[ys[-1]] if ys[-1] >= 0 else None,
-                     "probabilities": dict(zip(spec.classes, (round(float(v), 4) for v in p)))})
-    metrics = class_metrics(ys, probs, seed=ctx.cfg.seed)
-    ctx.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in metrics.summary().items() if k != "n_cases"})
-    ctx.tracker.log_json(run_id, {"classes": list(spec.classes), "metrics": metrics.summary(), "cases": rows},
+    ys = [int(item.get("class", -1)) for item in items]
+    probs = [[p[name] for name in spec.classes] for p in metrics.case_classes]
+    rows = [{"case_id": item["case_id"], "class": spec.classes[y] if y >= 0 else None, "probabilities": p}
+            for item, y, p in zip(items, ys, metrics.case_classes)]
+    result = class_metrics(ys, probs, seed=ctx.cfg.seed)
+    ctx.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in result.summary().items() if k != "n_cases"})
+    ctx.tracker.log_json(run_id, {"classes": list(spec.classes), "metrics": result.summary(), "cases": rows},
                          "metrics/test_classes.json")
-    return metrics
+    return result
 
 
 def input_example(spec: ModelSpec) -> np.ndarray:
