@@ -255,7 +255,8 @@ class SitesConfig(FrozenModel):
     @classmethod
     def _names(cls, v: tuple[str, ...], info) -> tuple[str, ...]:
         if len(set(v)) != len(v) or not all(v):
-            raise ValueError(f"{info.field_name[:-1]} names must be non-empty and unique, got {list(v)}")
+            what = {"channels": "channel", "classes": "class"}[info.field_name]
+            raise ValueError(f"{what} names must be non-empty and unique, got {list(v)}")
         if info.field_name == "classes" and len(v) == 1:
             raise ValueError("a classification task needs at least two classes")
         return v

@@ -30,8 +30,9 @@ def _content(frames: list[Frame]) -> list[tuple] | None:
     """What makes a file's image: each frame's stored pixels, rescale and geometry (None: unreadable)."""
     cache: dict[Path, np.ndarray] = {}
     try:
-        return [(read_plane(f, cache).tobytes(), str(read_plane(f, cache).dtype), f.slope, f.intercept,
-                 f.ipp, f.iop, f.pixel_spacing, f.index) for f in frames]
+        planes = [read_plane(f, cache) for f in frames]
+        return [(plane.tobytes(), str(plane.dtype), f.slope, f.intercept, f.ipp, f.iop, f.pixel_spacing, f.index)
+                for plane, f in zip(planes, frames)]
     except Exception:  # noqa: BLE001 - an unreadable copy is left to the conversion, which quarantines it
         return None
 

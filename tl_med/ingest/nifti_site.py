@@ -76,9 +76,10 @@ def _image(path: Path, n_channels: int = 1) -> tuple[Volume, np.ndarray] | str:
         return f"unreadable NIfTI ({safe_message(exc)})"
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if n_channels > 1 and data.ndim == 4 and data.shape[3] != n_channels:
-        return f"a 4-D image with {data.shape[3]} channels where the task has {n_channels}"
-    if data.ndim != (4 if n_channels > 1 and data.ndim == 4 else 3):
+    if n_channels > 1 and data.ndim == 4:  # channels last (the Decathlon's layout)
+        if data.shape[3] != n_channels:
+            return f"a 4-D image with {data.shape[3]} channels where the task has {n_channels}"
+    elif data.ndim != 3:
         return f"not a 3-D volume (shape {tuple(data.shape)})"
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
         return "non-finite or singular affine"

@@ -219,8 +219,8 @@ def _with_classes(plan: IngestPlan, labelled: list[CaseEntry], unlabelled: list[
     assert site.classes_csv is not None
     rel = _label_rel(site.classes_csv, site)
     rows = read_class_csv(site.classes_csv, rel, plan.report)
-    keys = [(e.case_id, (m[0].series_uid, m[0].study_uid, m[0].accession))
-            for e in (*labelled, *unlabelled) for m in [plan.members[e.case_id]]]
+    firsts = {e.case_id: plan.members[e.case_id][0] for e in (*labelled, *unlabelled)}
+    keys = [(cid, (f.series_uid, f.study_uid, f.accession)) for cid, f in firsts.items()]
     found = pair_classes(rows, rel, plan.classes, keys, plan.report)
 
     def classed(entries: list[CaseEntry]) -> list[CaseEntry]:
