@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tl_med.adapt.blocks import _PROBE_SIZES, bottleneck_module
+from tl_med.adapt.blocks import bottleneck_module, probe_pass
 
 __all__ = ["ClassHead", "attach_class_head", "class_head", "class_loss", "windowed", "case_class_probabilities",
            "HEAD_NAME"]
@@ -54,27 +54,12 @@ class ClassHead(torch.nn.Module):
 
 
 def _bottleneck_channels(model: torch.nn.Module, module: torch.nn.Module) -> int:
-    first = next(m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
     seen: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda _m, _i, out: seen.setdefault("out", out))
-    param = next(model.parameters())
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
     try:
-        for size in _PROBE_SIZES:
-            try:
-                with torch.no_grad():
-                    model(torch.zeros(1, first.in_channels, *([size] * (first.weight.ndim - 2)),
-                                      device=param.device, dtype=param.dtype))
-                break
-            except (RuntimeError, ValueError):
-                seen.clear()
-                if size == _PROBE_SIZES[-1]:
-                    raise
+        probe_pass(model, seen.clear)
     finally:
         handle.remove()
-        for m, mode in modes.items():
-            m.train(mode)
     return int(seen["out"].shape[1])
 
 

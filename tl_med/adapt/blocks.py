@@ -21,13 +21,14 @@ Example:
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch.nn.modules.conv import _ConvNd
 
-__all__ = ["Block", "network_blocks", "bottleneck_module"]
+__all__ = ["Block", "network_blocks", "bottleneck_module", "probe_pass"]
 
 _PROBE_SIZES = (32, 64, 96, 128)
 
@@ -62,16 +63,38 @@ def _owners(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return {name: m for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None}
 
 
-def _probe(model: torch.nn.Module) -> list[_Call]:
-    """Modules owning parameters in the order they first run, with their conv output sizes."""
+def probe_pass(model: torch.nn.Module, before_each: Callable[[], None] = lambda: None) -> None:
+    """One forward pass of zeros of the smallest size the network accepts (of 32³ … 128³), in eval
+    mode and without gradients; each module's own train/eval mode is restored after. Hooks the
+    caller registered see the pass; ``before_each`` runs before every size tried (to reset what
+    they recorded). Raises ``ValueError`` for a module without convolutions."""
     first_conv = next((m for m in model.modules() if isinstance(m, _ConvNd)), None)
     if first_conv is None:
         raise ValueError(f"{type(model).__name__} has no convolution: not a segmentation network tl_med can adapt")
     dims = first_conv.weight.ndim - 2
     param = next(model.parameters())
+    modes = {m: m.training for m in model.modules()}  # restored one by one: some may be in eval mode
+    model.eval()
+    try:
+        for size in _PROBE_SIZES:  # the smallest volume the network accepts
+            before_each()
+            try:
+                with torch.no_grad():
+                    model(torch.zeros(1, first_conv.in_channels, *([size] * dims), device=param.device,
+                                      dtype=param.dtype))
+                return
+            except (RuntimeError, ValueError):
+                if size == _PROBE_SIZES[-1]:
+                    raise
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def _probe(model: torch.nn.Module) -> list[_Call]:
+    """Modules owning parameters in the order they first run, with their conv output sizes."""
     calls: list[_Call] = []
     seen: set[str] = set()
-
     sizes: dict[str, int] = {}
 
     def start(name: str, _module: torch.nn.Module, _inputs: object) -> None:
@@ -85,29 +108,19 @@ def _probe(model: torch.nn.Module) -> list[_Call]:
         if isinstance(module, _ConvNd) and isinstance(output, torch.Tensor) and name not in sizes:
             sizes[name] = int(torch.tensor(output.shape[2:]).prod())
 
+    def reset() -> None:
+        calls.clear()
+        seen.clear()
+        sizes.clear()
+
     owners = _owners(model).items()
     handles = [m.register_forward_pre_hook(partial(start, name)) for name, m in owners] + \
         [m.register_forward_hook(partial(finish, name)) for name, m in owners]
-    modes = {m: m.training for m in model.modules()}  # restored one by one: some may be in eval mode
-    model.eval()
     try:
-        for size in _PROBE_SIZES:  # the smallest volume the network accepts
-            calls.clear()
-            seen.clear()
-            sizes.clear()
-            try:
-                with torch.no_grad():
-                    model(torch.zeros(1, first_conv.in_channels, *([size] * dims), device=param.device,
-                                      dtype=param.dtype))
-                break
-            except (RuntimeError, ValueError):
-                if size == _PROBE_SIZES[-1]:
-                    raise
+        probe_pass(model, reset)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.train(mode)
     return [_Call(c.module, sizes.get(c.module)) for c in calls]
 
 
