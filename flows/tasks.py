@@ -38,7 +38,7 @@ from tl_med.config import PipelineConfig, PreprocessConfig
 from tl_med.ingest.site import IngestPlan, convert_job, finish_ingest, n_inputs, plan_ingest, worker_pool
 from tl_med.ingest.stacks import StackJob, StackOutcome, nifti_name
 from tl_med.ingest.summary import ingest_markdown
-from tl_med.manifests import datalist
+from tl_med.manifests import all_items
 from tl_med.progress import activity
 from tl_med.sites import load_sites
 from tl_med.stages import PretrainResult, SiteResult, StageContext, adapt_site, pretrain_source
@@ -151,8 +151,7 @@ def preprocess_case(workspace: str, preprocess: dict, item: dict) -> dict[str, s
 
 
 def manifest_items(manifest_path: str) -> list[dict]:
-    return [it for split in ("training", "validation", "test", "unlabelled")
-            for it in datalist(Path(manifest_path), split)]
+    return all_items(Path(manifest_path))
 
 
 def preprocess(workspace: str, config: dict, manifests: list[str]) -> list[dict[str, str]]:

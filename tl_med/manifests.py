@@ -37,7 +37,7 @@ from tl_med.config import FrozenModel
 from tl_med.errors import InputError
 
 __all__ = ["CaseEntry", "SiteManifest", "SCHEMA", "manifest_hash", "load_manifest",
-           "write_manifest", "assign_splits", "datalist"]
+           "write_manifest", "assign_splits", "datalist", "all_items"]
 
 SCHEMA = "tl_med.manifest/1"
 SPLITS = ("training", "validation", "test")
@@ -152,3 +152,8 @@ def datalist(manifest_path: Path, split: str, limit: int | None = None) -> list[
             item["class"] = manifest.classes.index(c.case_class)
         items.append(item)
     return items
+
+
+def all_items(manifest_path: Path) -> list[dict[str, str]]:
+    """The :func:`datalist` items of every split and the unlabelled cases (what preprocessing caches)."""
+    return [it for split in (*SPLITS, "unlabelled") for it in datalist(manifest_path, split)]

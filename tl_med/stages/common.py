@@ -24,7 +24,7 @@ from tl_med.data.transforms import cached_dataset
 from tl_med.errors import InputError
 from tl_med.evaluate import CaseMetrics, Infer
 from tl_med.inference import Predictor, evaluate_native, window_inferer
-from tl_med.manifests import datalist, load_manifest, manifest_hash
+from tl_med.manifests import all_items, datalist, load_manifest, manifest_hash
 from tl_med.models.spec import ModelSpec
 from tl_med.models.zoo import resolve_device
 from tl_med.plots import learning_curve, overlays
@@ -99,9 +99,7 @@ def loader(ctx: StageContext, items: list[dict], *, train: bool, batch_size: int
 
 def warm_cache(ws: Workspace, cfg: PipelineConfig, manifest_path: Path) -> int:
     """Run the deterministic preprocessing of every case of a site once (fills the disk cache)."""
-    items = [it for split in ("training", "validation", "test", "unlabelled")
-             for it in datalist(manifest_path, split)]
-    ds = cached_dataset(items, cfg.preprocess, ws.cache)
+    ds = cached_dataset(all_items(manifest_path), cfg.preprocess, ws.cache)
     for i in range(len(ds)):
         ds[i]
     return len(ds)
