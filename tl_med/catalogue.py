@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "NetworkInfo", "NETWORKS", "StepName",
-           "StrategyName", "AugmentName", "NetworkName", "describe", "patch_divisor", "needs_source", "needs_batch_norm", "adapt_epochs"]
+__all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "NetworkInfo", "NETWORKS", "ClassifierInfo", "CLASSIFIERS", "StepName",
+           "StrategyName", "AugmentName", "NetworkName", "ClassifierName", "describe", "patch_divisor", "needs_source", "needs_batch_norm", "adapt_epochs"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,28 @@ NETWORKS: dict[str, NetworkInfo] = {
 }
 
 
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """A ``monai.networks.nets`` case-level classifier (its builder: :mod:`tl_med.models.classifiers`);
+    ``min_input``: the least input size per axis its pooling stages allow."""
+
+    summary: str
+    min_input: int = 1
+
+
+# case-level classifiers (classifier.width sets their size; 64 is the published network)
+CLASSIFIERS: dict[str, ClassifierInfo] = {
+    "DenseNet121": ClassifierInfo("MONAI DenseNet121 (blocks 6-12-24-16): width = initial features, growth rate "
+                                  "width/2", min_input=32),
+    "ResNet10": ClassifierInfo("MONAI ResNet, 1-1-1-1 basic blocks of width, 2, 4, 8 x width features (MedicalNet "
+                               "layout)"),
+    "ResNet18": ClassifierInfo("MONAI ResNet, 2-2-2-2 basic blocks (MedicalNet layout: its checkpoints load "
+                               "unchanged)"),
+    "ResNet34": ClassifierInfo("MONAI ResNet, 3-4-6-3 basic blocks (MedicalNet layout)"),
+}
+
+
+
 def patch_divisor(name: str, channels: tuple[int, ...], strides: tuple[int, ...]) -> int:
     """What every patch dimension must be divisible by for network ``name``."""
     info = NETWORKS[name]
@@ -120,6 +142,7 @@ StepName = Literal[tuple(STEPS)]  # type: ignore[valid-type]
 StrategyName = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
 AugmentName = Literal[tuple(AUGMENTATIONS)]  # type: ignore[valid-type]
 NetworkName = Literal[tuple(NETWORKS)]  # type: ignore[valid-type]
+ClassifierName = Literal[tuple(CLASSIFIERS)]  # type: ignore[valid-type]
 
 
 def describe(table: dict[str, StepInfo] | dict[str, str]) -> str:

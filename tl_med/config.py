@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tl_med.catalogue import NETWORKS, AugmentName, NetworkName, StepName, StrategyName, needs_batch_norm, patch_divisor
+from tl_med.catalogue import CLASSIFIERS, NETWORKS, AugmentName, ClassifierName, NetworkName, StepName, StrategyName, needs_batch_norm, patch_divisor
 from tl_med.errors import ConfigError
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "NetworkConfig",
     "TrainConfig",
     "AdaptConfig",
+    "ClassifierConfig",
     "PipelineConfig",
     "FrozenModel",
     "flatten",
@@ -217,6 +218,38 @@ class AdaptConfig(LoopConfig):
         return v
 
 
+class ClassifierConfig(FrozenModel):
+    """Case-level classification (``tl-med classify``): a MONAI classifier of the whole
+    preprocessed image, centre-cropped or padded to ``input_size`` at the preprocessing spacing (so
+    sizes stay physical).
+
+    The source classifier trains ``epochs`` on the source site (from ``pretrained``, a local
+    checkpoint such as MedicalNet's ResNet weights, when given); the target's labelled cases train
+    the adapted one (``adapt.strategy`` with its layer-wise rates, from the source classifier) and the
+    from-scratch baseline for ``adapt_epochs``. ``negative_transfer_margin`` is in AUC.
+    """
+
+    network: ClassifierName = "DenseNet121"
+    width: int = Field(64, ge=2)  # features at the first level: 64 for the standard networks
+    input_size: tuple[int, int, int] = (48, 48, 48)
+    epochs: int = Field(30, ge=1)
+    adapt_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    augment: Augment = "intensity"
+    pretrained: str | None = None
+    negative_transfer_margin: float = Field(0.02, ge=0)
+
+    @model_validator(mode="after")
+    def _fits_network(self) -> "ClassifierConfig":
+        least = CLASSIFIERS[self.network].min_input
+        if min(self.input_size) < least:
+            raise ValueError(f"classifier.input_size {list(self.input_size)}: {self.network} needs at least {least} "
+                             "voxels per axis")
+        return self
+
+
 class PipelineConfig(FrozenModel):
     """Everything that decides a pipeline's result, apart from the data."""
 
@@ -228,6 +261,7 @@ class PipelineConfig(FrozenModel):
     network: NetworkConfig = NetworkConfig()
     pretrain: TrainConfig = TrainConfig()
     adapt: AdaptConfig = AdaptConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
     baselines: tuple[Baseline, ...] = ("source_only", "scratch")
 
     @model_validator(mode="after")
@@ -264,6 +298,8 @@ class PipelineConfig(FrozenModel):
                 network=NetworkConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=0),
                 pretrain=TrainConfig(epochs=2, batch_size=2),
                 adapt=AdaptConfig(epochs=2, batch_size=2),
+                classifier=ClassifierConfig(network="ResNet10", width=4, input_size=(16, 16, 16), epochs=2,
+                                            adapt_epochs=2, batch_size=2),
             )
         elif name == "realistic":
             base = cls(
