@@ -51,7 +51,7 @@ def load_config(profile: str, config: Path | None, seed: int | None, network: st
         try:
             cfg = cfg.with_network(network)
         except ValidationError as exc:
-            raise TlMedError(f"--network {network}: {_first_error(exc, 'network')}") from None
+            raise TlMedError(f"--network {network}: {first_error(exc, 'network')}") from None
         except ValueError as exc:
             raise TlMedError(f"--network {network}: {exc}") from None
     return cfg.model_copy(update={"seed": seed}) if seed is not None else cfg
@@ -80,10 +80,10 @@ def with_adapt(cfg: PipelineConfig, *, norm: str | None = None, **adapt: object)
         return PipelineConfig.model_validate({**cfg.model_dump(), "adapt": {**cfg.adapt.model_dump(), **changes},
                                               "network": network.model_dump()})
     except ValidationError as exc:
-        raise TlMedError(_first_error(exc, "adapt")) from None
+        raise TlMedError(first_error(exc, "adapt")) from None
 
 
-def _first_error(exc: ValidationError, where: str) -> str:
+def first_error(exc: ValidationError, where: str) -> str:
     """``field.path: message`` of a validation error's first problem (one line for the user)."""
     first = exc.errors()[0]
     return f"{'.'.join(map(str, first['loc'])) or where}: {first['msg']}"
