@@ -73,7 +73,10 @@ def _call(what: str, fn, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except MlflowException as exc:
-        raise TlMedError(f"{what}: {str(exc).splitlines()[0][:200]}") from None
+        first = str(exc).splitlines()[0][:200]
+        if "error code 403" in first:  # basic-auth's plain-text refusal: say what it means
+            first = "the tracking server refused it (HTTP 403): this account lacks the permission"
+        raise TlMedError(f"{what}: {first}") from None
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types
         raise TlMedError(f"{what}: tracking server unreachable ({type(exc).__name__})") from None
 

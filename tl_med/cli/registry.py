@@ -69,12 +69,18 @@ def reject(site: Annotated[str, typer.Option("--site", help="Target site.")],
 @app.command()
 def models(site: Annotated[Optional[list[str]], typer.Option("--site", help="Site(s); default: all targets "
                                                                               "and the source.")] = None,
+           history: Annotated[bool, typer.Option("--history", help="Show each alias move instead (who, when, "
+                                                 "alias, version, previous, reason/override), from tl_med's decision "
+                                                 "tags and, on a tlmed-auth server, its audit log.")] = False,
            workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, as_json: JsonOpt = False) -> None:
     """List each site's registered versions with metrics, aliases and decisions."""
     from tl_med.approval import list_versions
 
     client, registry = _registry_client(workspace, sites)
     names = [registry.get(s).name for s in site] if site else registry.names
+    if history:
+        _print_history(client, resolve_workspace(workspace).tracking_uri, registry.task, names, as_json)
+        return
     versions = list_versions(client, registry.task, names)
     if as_json:
         emit_json({"schema": "tl_med.models/1", "task": registry.task,
@@ -92,6 +98,37 @@ def models(site: Annotated[Optional[list[str]], typer.Option("--site", help="Sit
                       t.get("source_only_dice", ""), t.get("scratch_dice", ""), t.get("forgetting", ""),
                       t.get("negative_transfer", ""), t.get("decision", "") + (" (override)" if t.get(
                           "decision_override") else ""), t.get("decided_by", ""), t.get("decision_reason", ""))
+    print_table(table)
+
+
+def _print_history(client, tracking_uri: str, task: str, names: list[str], as_json: bool) -> None:
+    """``tl-med models --history``: one table (or JSON document) of every site's alias moves."""
+    from dataclasses import asdict
+
+    from mlflow.exceptions import MlflowException
+
+    from tl_med.history import alias_history
+    from tl_med.tracking import registered_model_name
+
+    rows = []
+    for site_name in names:
+        model = registered_model_name(task, site_name)
+        try:
+            rows += [(site_name, model, c) for c in alias_history(client, tracking_uri, model)]
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+                raise TlMedError(f"could not read {model}: {str(exc).splitlines()[0][:200]}") from None
+    if as_json:
+        emit_json({"schema": "tl_med.alias_history/1", "task": task,
+                   "changes": [{"site": s, "model": m, **asdict(c)} for s, m, c in rows]})
+        return
+    table = Table(title=f"Alias history (task {task})")
+    for h in ("when (UTC)", "model", "alias", "action", "version", "previous", "who", "account", "reason",
+              "override", "source"):
+        table.add_column(h, no_wrap=h not in ("reason", "override"), overflow="fold")
+    for _, model, c in rows:
+        table.add_row(c.at, model, c.alias, c.action, c.version, c.previous, c.who, c.account, c.reason, c.override,
+                      c.source)
     print_table(table)
 
 
