@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test clean browser pacs
+.PHONY: setup demo test clean browser pacs stack stack-down
 
 # torch==2.13.0 is pinned in pyproject.toml; pip takes the CPU wheel from the machine's
 # find-links folder when there is one (see README, "Installing elsewhere").
@@ -37,6 +37,15 @@ pacs:
 
 test: setup browser pacs
 	@$(BIN)/python -m pytest
+
+# The production topology as native processes (PostgreSQL, MLflow tlmed-auth, Prefect server + worker)
+# under $(TL_MED_HOME)/stack; APPROVERS="dr_chen dr_osei" names the accounts that may move champion.
+TL_MED_HOME ?= tlmed-workspace
+stack: setup
+	@$(BIN)/python -m tl_med.stack up --workspace $(TL_MED_HOME) $(foreach a,$(APPROVERS),--approver $(a))
+
+stack-down:
+	@$(BIN)/python -m tl_med.stack down --workspace $(TL_MED_HOME)
 
 clean:
 	rm -rf $(VENV) tlmed-workspace .pytest_cache
