@@ -27,9 +27,11 @@ from flows.tasks import adapt, context, discard_failed_run, ensure_gpu_limit, in
 from flows.watch import active_retrains
 from tl_med.config import PipelineConfig, Step, Strategy
 from tl_med.errors import InputError
+from tl_med.progress import note
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SiteConfig, SitesConfig, load_sites
 from tl_med.stages import SiteResult, check_trainable
+from tl_med.tracking import Tracker, approved_source, registered_model_name
 from tl_med.workspace import resolve_workspace
 
 Trigger = Literal["manual", "schedule", "new-data"]
@@ -43,6 +45,20 @@ def retrain_config(profile: str, config_file: str | None, site: SiteConfig, stra
     adapt_over = {k: v for k, v in {**site.retrain.parameters(), "strategy": strategy, "steps": steps,
                                     "n_labelled": n_labelled}.items() if v is not None and k != "pretrained"}
     return PipelineConfig.model_validate({**cfg.model_dump(), "adapt": {**cfg.adapt.model_dump(), **adapt_over}})
+
+
+def pretrained_start(tracker: Tracker, sites: SitesConfig, given: str | None) -> tuple[str, dict[str, str], str]:
+    """Where a retrain starts: (source, MLflow run tags, status line).
+
+    ``given`` (the run's ``pretrained`` or the site's ``retrain.pretrained``) is used as it is.
+    Otherwise the source model's ``champion`` is resolved now and pinned to its version; its
+    ``challenger`` only when it never had a champion (tag ``pretrained_fallback``).
+    """
+    if given:
+        return given, {}, f"starting from {given}"
+    chosen = approved_source(tracker.client, registered_model_name(sites.task, sites.source.name))
+    line = chosen.fallback or f"starting from the approved source model {chosen.name} v{chosen.version} (champion)"
+    return chosen.uri, chosen.tags(), line
 
 
 def _tag_run(*tags: str) -> None:
@@ -78,11 +94,14 @@ def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | 
                  profile: Literal["demo", "tiny", "realistic"] = "demo", config_file: str | None = None,
                  workspace: str | None = None, sites_file: str | None = None) -> SiteResult | State:
     """Retrain ``site`` from ``pretrained`` (a MONAI bundle, checkpoint or ``models:/`` URI; default:
-    the site's ``retrain.pretrained``, else ``models:/tlmed-<task>-<source>@challenger``).
+    the site's ``retrain.pretrained``, else the source model's approved ``champion``, resolved when
+    the run starts; its ``challenger`` only while it has never had a champion, recorded as the MLflow
+    tag ``pretrained_fallback``; see :func:`pretrained_start`).
 
     ``strategy``/``steps``/``n_labelled`` override the site's ``retrain`` defaults in ``sites.yaml``,
     which override the config (``profile`` or ``config_file``). Only new or changed studies are
-    converted (incremental ingest); the adapted model is registered as the site's ``challenger``.
+    converted (incremental ingest); the adapted model is registered as a new version of the site's
+    model, which takes ``challenger`` unless the policy of :mod:`tl_med.challenger` refuses it.
     """
     ws = resolve_workspace(workspace)
     sites_path = str(Path(sites_file or os.environ.get("TL_MED_SITES") or REPO_SITES).resolve())
@@ -101,9 +120,13 @@ def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | 
     context(str(ws.root), config, trigger).tracker.experiment_id  # create once, before fan-out
     ensure_gpu_limit()
     run_preprocess(str(ws.root), config, [manifest, source_manifest])
-    start = pretrained or target.retrain.pretrained or f"models:/tlmed-{sites.task}-{sites.source.name}@challenger"
+    start, start_tags, line = pretrained_start(context(str(ws.root), config, trigger).tracker, sites,
+                                               pretrained or target.retrain.pretrained)
+    if start_tags.get("pretrained_fallback"):
+        get_run_logger().warning("site %s: %s", target.name, line)
+        note(f"{target.name}: {line}")
     get_run_logger().info("retraining site %s (trigger %s) from %s", target.name, trigger, start)
-    result = adapt(str(ws.root), config, target.name, manifest, start, trigger, source_manifest)
+    result = adapt(str(ws.root), config, target.name, manifest, start, trigger, source_manifest, start_tags)
     table = results_markdown(PipelineResult(source=None, sites=[result], pretrained=start))
     create_markdown_artifact(markdown=f"# Retrain of site `{target.name}` ({trigger})\n\n{table}",
                              key=f"retrain-{target.name}", description=f"Result of retraining site {target.name}")

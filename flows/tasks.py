@@ -166,11 +166,12 @@ def preprocess(workspace: str, config: dict, manifests: list[str]) -> list[dict[
                        lambda item: cache_file(item, cfg, cache), (f"preprocess:{sites}", f"preprocess {sites}", "cases"))
 
 
-def context(workspace: str, config: dict, trigger: str) -> StageContext:
+def context(workspace: str, config: dict, trigger: str, extra_tags: dict[str, str] | None = None) -> StageContext:
     ws = Workspace(Path(workspace))
     cfg = PipelineConfig.model_validate(config)
     tracker = Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.mlflow_artifacts)
-    return StageContext(ws=ws, cfg=cfg, tracker=tracker, trigger=trigger, flow_run_id=str(flow_run.id or ""))
+    return StageContext(ws=ws, cfg=cfg, tracker=tracker, trigger=trigger, flow_run_id=str(flow_run.id or ""),
+                        extra_tags=dict(extra_tags or {}))
 
 
 def _with_server() -> bool:
@@ -211,9 +212,10 @@ def pretrain(workspace: str, config: dict, site: str, manifest_path: str, trigge
 
 @task(name="adapt-site", cache_policy=NO_CACHE)
 def adapt(workspace: str, config: dict, site: str, manifest_path: str, pretrained: str,
-          trigger: str, source_manifest: str | None) -> SiteResult:
+          trigger: str, source_manifest: str | None, run_tags: dict[str, str] | None = None) -> SiteResult:
+    """Adapt one site; ``run_tags`` are added to its MLflow runs (e.g. how the start was resolved)."""
     with gpu_slot():
-        return adapt_site(context(workspace, config, trigger), site, Path(manifest_path), pretrained,
+        return adapt_site(context(workspace, config, trigger, run_tags), site, Path(manifest_path), pretrained,
                           source_manifest=Path(source_manifest) if source_manifest else None)
 
 

@@ -53,6 +53,9 @@ def test_pretrain_and_adapt_log_runs_and_register_challengers(ingested, tiny_cfg
     version = client.get_model_version_by_alias("tlmed-liver-east", "challenger")
     assert str(version.version) == res.model_version and version.run_id == res.adapted_run_id
     assert float(version.tags["source_only_dice"]) == pytest.approx(res.source_only_dice, abs=1e-4)
+    assert res.challenger and version.tags["challenger_reason"] == res.challenger_reason == \
+        "first version: no current challenger"
+    assert client.get_run(res.parent_run_id).data.tags["challenger"] == "true"
     assert client.get_model_version_by_alias("tlmed-liver-north", "challenger").run_id == src.run_id
     # the registered model's weights load back through the pipeline's own loader
     state = load_state("models:/tlmed-liver-east@challenger", tracker)

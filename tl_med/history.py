@@ -35,7 +35,8 @@ class AliasChange:
     at: str
     who: str
     alias: str
-    action: str  # set | delete | delete-version | delete-model | rejected | denied (refused by the server)
+    action: str  # set | delete | delete-version | delete-model | rejected | refused (a candidate kept out of
+    # challenger) | denied (refused by the server)
     version: str
     previous: str
     reason: str = ""
@@ -76,9 +77,11 @@ def recorded_changes(client: MlflowClient, name: str) -> list[AliasChange]:
     for v in client.search_model_versions(f"name='{name}'"):
         tags = v.tags or {}
         if "previous_challenger" in tags or tags.get("test_dice") is not None:  # registered by the pipeline
+            refused = tags.get("challenger_refused")  # a candidate that did not take challenger (tl_med.challenger)
             changes.append(AliasChange(at=_iso(v.creation_timestamp), who=v.user_id or "pipeline", alias="challenger",
-                                       action="set", version=str(v.version), previous=tags.get("previous_challenger", ""),
-                                       reason="registered by the pipeline"))
+                                       action="refused" if refused else "set", version=str(v.version),
+                                       previous=tags.get("previous_challenger", ""),
+                                       reason=refused or tags.get("challenger_reason", "registered by the pipeline")))
     return changes
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import tl_med
 from tl_med.stages import PretrainResult, SiteResult
 
-__all__ = ["PipelineResult", "HEADERS", "NUMERIC", "result_rows", "class_lines", "classification_lines", "results_markdown", "source_line",
-           "result_document", "RESULT_SCHEMA"]
+__all__ = ["PipelineResult", "HEADERS", "NUMERIC", "result_rows", "class_lines", "classification_lines",
+           "challenger_lines", "results_markdown", "source_line", "result_document", "RESULT_SCHEMA"]
 
 RESULT_SCHEMA = "tl_med.result/1"
 HEADERS = ("site", "strategy", "labels", "source-only Dice", "from-scratch Dice", "adapted Dice", "gain",
@@ -42,7 +42,14 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 def result_rows(results: list[SiteResult]) -> list[tuple[str, ...]]:
     return [(r.site, r.strategy, str(r.n_labelled), _fmt(r.source_only_dice), _fmt(r.scratch_dice),
              _fmt(r.adapted_dice), f"{r.gain:+.3f}", _fmt(r.adapted_hd95, 1), _fmt(r.forgetting),
-             "YES" if r.negative_transfer else "no", f"{r.model_name} v{r.model_version}") for r in results]
+             "YES" if r.negative_transfer else "no",
+             f"{r.model_name} v{r.model_version}" + ("" if r.challenger else " (not challenger)")) for r in results]
+
+
+def challenger_lines(results: list[SiteResult]) -> list[str]:
+    """One line per site whose new version did not take ``challenger``, with the reason."""
+    return [f"{r.site}: {r.model_name} v{r.model_version} is a candidate, not the challenger: {r.challenger_reason}"
+            for r in results if not r.challenger]
 
 
 def source_line(outcome: PipelineResult) -> str:
@@ -88,6 +95,9 @@ def results_markdown(outcome: PipelineResult) -> str:
     classification = classification_lines(outcome.sites)
     if classification:
         lines += [""] + [f"- {line}" for line in classification]
+    refused = challenger_lines(outcome.sites)
+    if refused:
+        lines += [""] + [f"- {line}" for line in refused]
     return "\n".join(lines) + "\n"
 
 
@@ -108,7 +118,8 @@ def _site_document(r: SiteResult) -> dict[str, Any]:
                            for model, m in r.classification.items()},
         "gain": _num(r.gain), "forgetting": _num(r.forgetting),
         "negative_transfer": {"flag": bool(r.negative_transfer), "reason": r.negative_transfer},
-        "model": {"name": r.model_name, "version": r.model_version},
+        "model": {"name": r.model_name, "version": r.model_version, "challenger": r.challenger,
+                  "challenger_reason": r.challenger_reason},
         "mlflow_run_id": r.adapted_run_id, "mlflow_parent_run_id": r.parent_run_id,
         "prefect_flow_run_id": r.flow_run_id,
     }

@@ -2,7 +2,9 @@
 
 Layout: one experiment per task (``tlmed-<task>``); a parent run per site adaptation with one
 child run per strategy and baseline; the source pretraining is its own run. A site's model is
-registered as ``tlmed-<task>-<site>`` and the new version gets the alias ``challenger``.
+registered as ``tlmed-<task>-<site>``; a new site version takes the alias ``challenger`` unless
+:func:`tl_med.challenger.challenger_decision` refuses it (:meth:`Tracker.register_candidate`).
+Unattended retraining starts from the source model's ``champion`` (:func:`approved_source`).
 
 Example:
     >>> # tracker = Tracker("sqlite:////abs/ws/mlflow.db", "tlmed-liver", artifact_root=ws.mlflow_artifacts)
@@ -19,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +33,86 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 import tl_med
-from tl_med.errors import TlMedError
+from tl_med.challenger import challenger_decision
+from tl_med.errors import InputError, TlMedError
 
-__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER", "experiment_tags", "ui_address",
-           "VIEW_KEY"]
+__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "experiment_tags",
+           "ui_address", "VIEW_KEY", "Registration", "SourceStart", "approved_source"]
 
 CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered site version: whether it took ``challenger`` and why (or why not)."""
+
+    version: str
+    challenger: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class SourceStart:
+    """Where unattended retraining starts: a pinned ``models:/<name>/<version>`` URI, the alias it
+    was resolved from, and the fallback line ('' when the approved ``champion`` was used)."""
+
+    uri: str
+    name: str
+    version: str
+    alias: str
+    fallback: str = ""
+
+    def tags(self) -> dict[str, str]:
+        """The MLflow run tags that record the resolution."""
+        return {"pretrained_model": self.name, "pretrained_version": self.version, "pretrained_alias": self.alias,
+                **({"pretrained_fallback": self.fallback} if self.fallback else {})}
+
+
+def _ever_approved(client: MlflowClient, name: str) -> list[str]:
+    """Versions a person approved as champion (``decision.<time>`` model tags, tl_med.approval)."""
+    approved = []
+    for key, value in (client.get_registered_model(name).tags or {}).items():
+        if key.startswith("decision."):
+            try:
+                d = json.loads(value)
+            except ValueError:
+                continue
+            if d.get("decision") == "approved":
+                approved.append(str(d.get("version", "")))
+    return approved
+
+
+def approved_source(client: MlflowClient, name: str) -> SourceStart:
+    """The source model version unattended retraining starts from, resolved now.
+
+    Its ``champion``; only when ``name`` has never had an approved champion, its ``challenger``
+    (with a fallback line to record and show). A model that had a champion but has none now, or no
+    version at all, raises :class:`InputError`: an unapproved model is never used silently.
+    """
+    def by_alias(alias: str):
+        try:
+            return client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise InputError(f"no source model '{name}' is registered: run the pipeline (tl-med run) first, "
+                         "or give a pretrained source (--pretrained, or retrain.pretrained in sites.yaml)") from None
+    if (champion := by_alias(CHAMPION)) is not None:
+        return SourceStart(f"models:/{name}/{champion.version}", name, str(champion.version), CHAMPION)
+    if approved := _ever_approved(client, name):
+        raise InputError(f"source model '{name}' has no champion now, but v{approved[-1]} was approved before: "
+                         "not falling back to the unapproved challenger; approve a version "
+                         "(tl-med approve) or give a pretrained source")
+    if (challenger := by_alias(CHALLENGER)) is None:
+        raise InputError(f"source model '{name}' has neither a champion nor a challenger: run the pipeline "
+                         "(tl-med run) first, or give a pretrained source")
+    return SourceStart(f"models:/{name}/{challenger.version}", name, str(challenger.version), CHALLENGER,
+                       f"no approved source model (champion) of {name}; started from challenger "
+                       f"v{challenger.version}")
 
 
 # The MLflow UI opens an experiment as training runs (not MLflow 3's GenAI overview) with this tag.
@@ -226,26 +303,65 @@ class Tracker:
 
     def register(self, model_uri: str, name: str, run_id: str, *, tags: dict[str, Any],
                  description: str, alias: str = CHALLENGER) -> str:
-        """A new version of ``name`` with ``tags`` and ``alias``; removed again if any step fails."""
+        """A new version of ``name`` with ``tags`` that always takes ``alias`` (the source model's
+        registration); removed again if any step fails."""
+        self._ensure_model(name)
+        previous = self._alias_version(name, alias)
+        if previous:  # so that discarding this version (a failed flow) can hand the alias back
+            tags = {**tags, f"previous_{alias}": previous}
+        version = self._create_version(model_uri, name, run_id, tags, description)
+        self._set_alias(name, alias, version)
+        return version
+
+    def register_candidate(self, model_uri: str, name: str, run_id: str, *, tags: dict[str, Any],
+                           description: str) -> Registration:
+        """A new site version that takes ``challenger`` only when
+        :func:`~tl_med.challenger.challenger_decision` allows it (tag ``challenger_reason``); a
+        refused version is still registered, tagged ``candidate=true`` and ``challenger_refused``,
+        and the current challenger keeps the alias."""
+        self._ensure_model(name)
+        try:
+            current = self.client.get_model_version_by_alias(name, CHALLENGER)
+        except MlflowException:
+            current = None
+        tags = {k: str(v) for k, v in tags.items()}
+        takes, reason = challenger_decision(tags, None if current is None else
+                                            (str(current.version), current.tags or {}))
+        if takes:
+            tags.update({"challenger_reason": reason,
+                         **({f"previous_{CHALLENGER}": str(current.version)} if current is not None else {})})
+            description += f" Took {CHALLENGER}: {reason}."
+        else:
+            tags.update({"candidate": "true", "challenger_refused": reason})
+            description += f" Did not take {CHALLENGER}: {reason}."
+        version = self._create_version(model_uri, name, run_id, tags, description)
+        if takes:
+            self._set_alias(name, CHALLENGER, version)
+        return Registration(version, takes, reason)
+
+    def _ensure_model(self, name: str) -> None:
         try:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description=f"tl_med site model ({name})")
-        previous = self._alias_version(name, alias)
-        if previous:  # so that discarding this version (a failed flow) can hand the alias back
-            tags = {**tags, f"previous_{alias}": previous}
+
+    def _create_version(self, model_uri: str, name: str, run_id: str, tags: dict[str, Any],
+                        description: str) -> str:
         with _fluent_uri(self.tracking_uri):  # MLflow resolves models:/m-… sources via the global URI
             # a logged model's URI (models:/m-…) must name its model id, or a tracking server refuses it
             model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
             version = self.client.create_model_version(name, model_uri, run_id=run_id,
                                                        tags={k: str(v) for k, v in tags.items()},
                                                        description=description, model_id=model_id)
-        try:
-            self.client.set_registered_model_alias(name, alias, version.version)
-        except BaseException:
-            self.client.delete_model_version(name, version.version)
-            raise
         return str(version.version)
+
+    def _set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version``; the version is deleted again when that fails."""
+        try:
+            self.client.set_registered_model_alias(name, alias, version)
+        except BaseException:
+            self.client.delete_model_version(name, version)
+            raise
 
     def _alias_version(self, name: str, alias: str) -> str | None:
         try:

@@ -91,7 +91,8 @@ def first_error(exc: ValidationError, where: str) -> str:
 
 def print_results(outcome: PipelineResult, ws: Workspace, seconds: float) -> None:
     """The comparison table (stdout) and where to look next."""
-    from tl_med.results import HEADERS, NUMERIC, class_lines, classification_lines, result_rows, source_line
+    from tl_med.results import (HEADERS, NUMERIC, challenger_lines, class_lines, classification_lines, result_rows,
+                                source_line)
 
     console.print("\n" + source_line(outcome), markup=False)
     rows = result_rows(outcome.sites)
@@ -105,7 +106,7 @@ def print_results(outcome: PipelineResult, ws: Workspace, seconds: float) -> Non
     per_class = class_lines(outcome.sites)
     if per_class:
         console.print("Test Dice per class:\n  " + "\n  ".join(per_class), markup=False)
-    for line in classification_lines(outcome.sites):
+    for line in classification_lines(outcome.sites) + challenger_lines(outcome.sites):
         console.print(line, markup=False)
     console.print("forgetting: the source site's test Dice lost by adapting; negative transfer: adapted Dice "
                   "below source-only or from-scratch by more than adapt.negative_transfer_margin", markup=False)

@@ -45,7 +45,9 @@ StrategyOpt = Annotated[Optional[str], typer.Option(help=f"{', '.join(STRATEGIES
 def retrain(site: Annotated[str, typer.Option("--site", help="Target site to retrain.")],
             pretrained: Annotated[Optional[str], typer.Option(help="Start from: a MONAI bundle, checkpoint or "
                                                               "models:/ URI (default: the site's retrain.pretrained, "
-                                                              "else models:/tlmed-<task>-<source>@challenger).")] = None,
+                                                              "else the source model's approved champion, resolved "
+                                                              "when the run starts; its challenger only while it "
+                                                              "never had a champion).")] = None,
             strategy: StrategyOpt = None,
             steps: Annotated[Optional[str], typer.Option(help="Comma-separated domain-adaptation steps: "
                                                          f"{', '.join(STEPS)}.")] = None,
@@ -84,8 +86,20 @@ def retrain(site: Annotated[str, typer.Option("--site", help="Target site to ret
         result = state.result()
     from tl_med.results import PipelineResult
 
-    outcome = PipelineResult(source=None, sites=[result], pretrained=pretrained or "")
+    started, fallback = _started_from(ws, result.parent_run_id, pretrained)
+    outcome = PipelineResult(source=None, sites=[result], pretrained=started)
     report_outcome(outcome, state, ws, time.perf_counter() - start, command="retrain", as_json=as_json)
+    if fallback and not as_json:
+        console.print(f"Note: {fallback}", markup=False)
+
+
+def _started_from(ws: Workspace, parent_run_id: str, pretrained: str | None) -> tuple[str, str]:
+    """The source the run started from (as resolved by the flow) and its fallback line, from the
+    tags of the site's parent MLflow run."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(ws.tracking_uri).get_run(parent_run_id).data.tags
+    return tags.get("pretrained_source") or pretrained or "", tags.get("pretrained_fallback", "")
 
 
 def _retrain_on_server(server: str, params: dict, wait: bool, as_json: bool) -> None:

@@ -34,7 +34,7 @@ from tl_med.stages.common import (SiteResult, StageContext, check_trainable, che
                                   evaluate_classes, finite,
                                   input_example, log_fit, log_setup, model_spec, optimizer, run_tags, train, training,
                                   window)
-from tl_med.tracking import Tracker, registered_model_name
+from tl_med.tracking import CHALLENGER, Registration, Tracker, registered_model_name
 from tl_med.train import seed_everything
 
 __all__ = ["adapt_site"]
@@ -215,9 +215,12 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
     return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative, estimated, classes)
 
 
-def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, scratch: float | None) -> str:
+def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float,
+              scratch: float | None) -> Registration:
     """The parent run's comparison and summary; the adapted model as a new registered version
-    whose tags carry the baselines, forgetting and the negative-transfer flag."""
+    whose tags carry the baselines, forgetting and the negative-transfer flag. The version takes
+    ``challenger`` unless the policy (:mod:`tl_med.challenger`) refuses it; the outcome is
+    recorded as tags of the parent and adaptation runs and shown as a note when refused."""
     tracker, site, d = job.ctx.tracker, job.site, adapted.metrics
     name, sha = registered_model_name(job.ctx.cfg.task, site), manifest_hash(job.manifest_path)
     n_labelled, n_test = len(job.splits["training"]), len(job.splits["test"])
@@ -229,7 +232,7 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, 
                                 adapted.negative, champion)
     for run in (job.parent, adapted.run_id):
         tracker.log_text(run, summary, "summary.md")
-    return tracker.register(
+    registration = tracker.register_candidate(
         adapted.model_uri, name, adapted.run_id,
         tags={"test_dice": f"{d['dice']:.4f}", "test_hd95": f"{d['hd95']:.2f}",
               "estimated_dice": f"{adapted.estimated:.4f}",
@@ -237,6 +240,7 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, 
               "scratch_dice": "" if scratch is None else f"{scratch:.4f}",
               "forgetting": "" if adapted.forgetting is None else f"{adapted.forgetting:.4f}",
               "negative_transfer": "true" if adapted.negative else "false",
+              **({"negative_transfer_reason": adapted.negative} if adapted.negative else {}),
               "strategy": label, "site": site, "manifest_sha256": sha,
               "parent_run_id": job.parent, "harmonised": "true" if adapted.spec.landmarks else "false",
               "package": adapted.package, "modality": adapted.spec.modality,
@@ -251,6 +255,15 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float, 
                      + f" on the same {n_test} test cases"
                      + (f"; champion v{champion[0]}: {champion[1]:.3f}" if champion else "; no champion yet")
                      + "." + (f" NEGATIVE TRANSFER: {adapted.negative}." if adapted.negative else "")))
+    outcome = {"registered_version": registration.version,
+               CHALLENGER: "true" if registration.challenger else "false",
+               "challenger_reason" if registration.challenger else "challenger_refused": registration.reason}
+    for run in (job.parent, adapted.run_id):
+        tracker.set_tags(run, outcome)
+    if not registration.challenger:
+        note(f"{site}: {name} v{registration.version} registered as a candidate, not {CHALLENGER}: "
+             f"{registration.reason}")
+    return registration
 
 
 def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: str,
@@ -261,8 +274,9 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     steps from ``cfg.adapt``). With ``source_manifest``, the source site's data serve the steps
     that need them (harmonisation landmarks, EWC's Fisher, CORAL) and forgetting is measured on
     its test split. The adapted model is registered as a new version of ``tlmed-<task>-<site>``
-    with alias ``challenger``; the baselines' Dice, the forgetting and a negative-transfer flag
-    are version tags.
+    that takes alias ``challenger`` unless it shows negative transfer or scores below the current
+    challenger on the same test manifest (:mod:`tl_med.challenger`); the baselines' Dice, the
+    forgetting, a negative-transfer flag and the challenger decision are version tags.
     """
     ac = ctx.cfg.adapt
     splits = check_trainable(manifest_path, site, ac.n_labelled)
@@ -294,9 +308,11 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
         scratch_m, scratch_classes = _from_scratch(job) or (None, None)
         source_only, scratch = source_only_m["dice"], scratch_m["dice"] if scratch_m else None
         adapted = _adapt(job, label, data, source_only, scratch, source_before)
-        version = _register(job, label, adapted, source_only, scratch)
+        registration = _register(job, label, adapted, source_only, scratch)
     return SiteResult(site, source_only, adapted.metrics["dice"], scratch, parent, adapted.run_id,
-                      registered_model_name(ctx.cfg.task, site), version, forgetting=adapted.forgetting,
+                      registered_model_name(ctx.cfg.task, site), registration.version,
+                      challenger=registration.challenger, challenger_reason=registration.reason,
+                      forgetting=adapted.forgetting,
                       negative_transfer=adapted.negative, strategy=label,
                       source_only_hd95=finite(source_only_m["hd95"]),
                       scratch_hd95=finite(scratch_m["hd95"]) if scratch_m else None,

@@ -73,6 +73,8 @@ class SiteResult:
     adapted_run_id: str
     model_name: str
     model_version: str
+    challenger: bool = True  # whether the version took alias ``challenger`` (tl_med.challenger)
+    challenger_reason: str = ""  # why it took it, or why not
     forgetting: float | None = None
     negative_transfer: str = ""
     strategy: str = "finetune"
