@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test clean browser pacs stack stack-down
+.PHONY: setup demo test clean browser pacs federated stack stack-down
 
 # torch==2.13.0 is pinned in pyproject.toml; pip takes the CPU wheel from the machine's
 # find-links folder when there is one (see README, "Installing elsewhere").
@@ -35,7 +35,13 @@ pacs:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc dcmtk >>$(VENV)/apt.log 2>&1; } || \
 	  echo "note: orthanc/dcmtk not installed: the PACS tests are skipped (and fail under CI=true)"
 
-test: setup browser pacs
+# The federated tests need the optional NVFlare extra (7 small packages); install it into the venv once.
+federated: setup
+	@$(BIN)/python -c "import nvflare" >/dev/null 2>&1 || \
+	  { $(BIN)/pip install -e '.[federated]' > $(VENV)/federated-install.log 2>&1 || \
+	    { tail -n 25 $(VENV)/federated-install.log; echo "error: installing the federated extra failed"; exit 1; }; }
+
+test: setup browser pacs federated
 	@$(BIN)/python -m pytest
 
 # The production topology as native processes (PostgreSQL, MLflow tlmed-auth, Prefect server + worker)

@@ -1,0 +1,28 @@
+"""Federated pretraining across sites on NVFlare: only weights (and a few metrics) leave a site.
+
+- :mod:`~tl_med.federated.config` — :class:`FederatedConfig` (rounds, local epochs, FedAvg/FedProx).
+- :mod:`~tl_med.federated.local` — one site's round (train on its own data, plain PyTorch/MONAI).
+- :mod:`~tl_med.federated.client` — the NVFlare client script that runs it, one per site.
+- :mod:`~tl_med.federated.job` — the NVFlare recipe (``FedAvgRecipe``/``FedProxRecipe``) and the
+  simulator run (``SimEnv``).
+- :mod:`~tl_med.federated.stage` — the pipeline stage: run, log per-round per-site metrics,
+  evaluate, register ``tlmed-<task>-federated`` (``challenger``).
+
+NVFlare is an optional dependency (``pip install -e '.[federated]'``); importing this package does
+not import it.
+"""
+
+from tl_med.federated.config import FederatedConfig
+from tl_med.federated.stage import FEDERATED, FederatedResult, federated_model_name, federated_pretrain
+
+__all__ = ["FEDERATED", "FederatedConfig", "FederatedResult", "federated_model_name", "federated_pretrain",
+           "nvflare_available"]
+
+
+def nvflare_available() -> bool:
+    """Whether the optional ``nvflare`` package can be imported."""
+    try:
+        import nvflare  # noqa: F401
+    except ImportError:
+        return False
+    return True
