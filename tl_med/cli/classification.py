@@ -88,7 +88,10 @@ def classify(site: Annotated[str, typer.Option("--site", help="Target site.")],
     if as_json:
         from dataclasses import asdict
 
-        emit_json({"command": "classify", **asdict(result), "seconds": round(seconds, 1),
+        import tl_med
+
+        emit_json({"schema": "tl_med.classify/1", "command": "classify", "tl_med_version": tl_med.__version__,
+                   **asdict(result), "seconds": round(seconds, 1),
                    "workspace": str(ws.root), "mlflow_tracking_uri": ws.tracking_uri})
         return
     table = Table(title=f"Case-level classification of {site} (its test split)")
