@@ -10,13 +10,16 @@ Reasons are one line and never echo attribute values from the file (they could b
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import Executor
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from tl_med.ingest._sharing import shared_map
 from tl_med.ingest.convert import file_sha256
 from tl_med.ingest.header import Frame, frames_of
 from tl_med.ingest.messages import safe_message
@@ -34,6 +37,11 @@ def list_inputs(root: Path) -> list[Path]:
                   if p.is_file() and not any(part.startswith(PARTIAL_PREFIX) for part in p.relative_to(root).parts))
 
 
+# files up to this size are read once into memory, hashed and parsed from there; larger ones
+# (big multi-frame objects) are hashed and parsed from the file
+_IN_MEMORY = 32 << 20
+
+
 def read_headers(path: Path, rel: str) -> list[Frame] | str:
     """The frames in one file, or a ``skip:``/``quarantine:`` reason."""
     if path.name.upper() == "DICOMDIR":
@@ -41,20 +49,27 @@ def read_headers(path: Path, rel: str) -> list[Frame] | str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            data = path.read_bytes() if path.stat().st_size <= _IN_MEMORY else None
+
+            def source() -> Path | BytesIO:
+                return path if data is None else BytesIO(data)
+
             try:
-                ds = pydicom.dcmread(path, defer_size=1024)
+                ds = pydicom.dcmread(source(), defer_size=1024)
             except InvalidDicomError:
-                ds = _raw_dataset(path)
+                ds = _raw_dataset(source())
                 if ds is None:
                     return "quarantine:not a DICOM file (no DICM prefix, no file meta, no dataset with a SOP Class UID)"
-            return frames_of(ds, path, rel, path.stat().st_size, file_sha256(path))
+            if data is None:
+                return frames_of(ds, path, rel, path.stat().st_size, file_sha256(path))
+            return frames_of(ds, path, rel, len(data), hashlib.sha256(data).hexdigest())
     except EOFError as exc:
         return f"quarantine:file truncated inside the header ({safe_message(exc)})"
     except Exception as exc:  # noqa: BLE001 - any parse failure is a quarantine, never a crash
         return f"quarantine:unreadable DICOM header ({safe_message(exc)})"
 
 
-def _raw_dataset(path: Path):
+def _raw_dataset(path: Path | BytesIO):
     """A dataset stored without preamble and file meta (as some exports and old tools write), read
     as dcm2niix and ``dcmread(force=True)`` do; ``None`` unless it parses into a dataset with a SOP
     Class UID. Its transfer syntax is the encoding pydicom found."""
@@ -87,26 +102,24 @@ def scan_dicom_tree(root: Path, report: IngestReport, rel_to: Path, *, pool: Exe
     quarantines in ``report`` and return the image frames. DICOM SEG objects go to ``segs`` as
     ``(path, rel, referenced series UID)`` for the caller to pair (recorded as skipped without it).
 
-    With a process ``pool`` the headers are read in parallel (parsing is pure Python).
+    With a process ``pool`` the headers are read in parallel (parsing is pure Python), this
+    process reading some of them too.
     """
     paths = list_inputs(root) if files is None else files
     items = [(p, str(p.relative_to(rel_to))) for p in paths]
     with activity(f"scan:{report.site}:{root}", description or f"ingest {report.site}: read headers", total=len(items),
                   unit="files") as act:
+        results: list[list[Frame] | str] = [""] * len(items)
         if pool is not None:
-            n = 16
+            # chunks of ~32 files (at most 64): this process reads some of them too (see shared_map)
+            n = max(1, min(64, len(items) // 32))
             chunks = [items[i::n] for i in range(n)]
-            futures = {pool.submit(_read_many, chunk): chunk for chunk in chunks}
-            by_rel: dict[str, list[Frame] | str] = {}
-            for future in as_completed(futures):
-                chunk = futures[future]
-                by_rel.update({rel: res for (_, rel), res in zip(chunk, future.result())})
-                act.advance(len(chunk))
-            results = [by_rel[rel] for _, rel in items]
+            for i, chunk_results in enumerate(shared_map(pool, _read_many, chunks,
+                                                         lambda i: act.advance(len(chunks[i])))):
+                results[i::n] = chunk_results
         else:
-            results = []
-            for item in items:
-                results.append(read_headers(*item))
+            for k, item in enumerate(items):
+                results[k] = read_headers(*item)
                 act.advance()
     frames: list[Frame] = []
     for (path, rel), result in zip(items, results):

@@ -61,7 +61,7 @@ def worker_pool(n: int, n_items: int) -> Iterator[Executor | None]:
         yield None
         return
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tl_med.ingest.stacks"])
+    ctx.set_forkserver_preload(["tl_med.ingest.stacks", "tl_med.ingest.scan"])  # what the workers run
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=silence_known_noise) as pool:
         yield pool
 
