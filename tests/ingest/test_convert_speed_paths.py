@@ -12,7 +12,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tl_med.data.dicom_writer import axial_ct_slice
-from tl_med.ingest.convert import Volume, read_plane, read_volume, write_nifti
+from tl_med.ingest.convert import Volume, planes_of, read_plane, read_volume, write_nifti
 from tl_med.ingest.geometry import build_geometry, group_series
 from tl_med.ingest.report import IngestReport
 from tl_med.ingest.scan import scan_dicom_tree
@@ -122,3 +122,64 @@ def test_written_hash_is_the_files_sha256_and_reproducible(tmp_path: Path, name:
     assert np.array_equal(np.asarray(img.dataobj.get_unscaled()), read_volume(geom).data)
     plain = write_nifti(Volume(_by_plane(geom), 1.0, -1024.0), geom.affine, tmp_path / "three" / name)
     assert plain.sha256 == first.sha256  # same bytes as from the per-plane volume
+
+
+@pytest.mark.parametrize("name", ["a.nii", "a.nii.gz"])
+@pytest.mark.parametrize(("bits", "stored", "signed"), [(16, 12, True), (8, 8, False), (32, 20, True)])
+def test_streamed_planes_write_the_same_bytes_as_the_volume(tmp_path: Path, name: str, bits: int, stored: int,
+                                                            signed: bool):
+    geom = _geometry(_series(tmp_path / "in", bits, stored, signed, n=5, rows=33, cols=17))
+    planes = planes_of(geom)
+    assert planes is not None and planes.shape == (17, 33, 5)
+    volume = read_volume(geom)
+    plane_bytes = 17 * 33 * bits // 8
+    chunks = [bytes(c) for c in planes.chunks(max_bytes=2 * plane_bytes)]  # 2 + 2 + 1 planes
+    assert [len(c) // plane_bytes for c in chunks] == [2, 2, 1]
+    assert b"".join(chunks) == memoryview(volume.data.T).cast("B").tobytes()
+    streamed = write_nifti(planes, geom.affine, tmp_path / "streamed" / name)
+    whole = write_nifti(volume, geom.affine, tmp_path / "whole" / name)
+    assert streamed.path.read_bytes() == whole.path.read_bytes() and streamed.sha256 == whole.sha256
+
+
+def test_streamed_file_cut_short_leaves_no_output(tmp_path: Path):
+    geom = _geometry(_series(tmp_path / "in", 16, 12, False))
+    victim = geom.frames[-1].path
+    victim.write_bytes(victim.read_bytes()[:-7])
+    planes = planes_of(geom)
+    assert planes is not None
+    with pytest.raises(ValueError, match="pixel data shorter than declared"):
+        write_nifti(planes, geom.affine, tmp_path / "out" / "a.nii")
+    assert list((tmp_path / "out").iterdir()) == []  # neither the file nor its .part
+
+
+def test_direct_planes_only_for_uniform_uncompressed_stacks(tmp_path: Path):
+    geom = _geometry(_series(tmp_path / "in", 16, 12, False, slopes=((1.0, -1024.0), (2.0, 5.0))))
+    assert planes_of(geom) is None  # per-frame rescale: physical floats, read_volume's job
+
+
+def test_stack_cut_short_after_the_scan_is_quarantined_without_output(tmp_path: Path):
+    from tl_med.ingest.stacks import StackJob, convert_stack
+    from tl_med.sites import IngestOptions
+
+    geom = _geometry(_series(tmp_path / "in", 16, 12, False))
+    victim = geom.frames[1].path
+    victim.write_bytes(victim.read_bytes()[:-7])
+    job = StackJob(cid="case", frames=tuple(geom.frames), fingerprint="fp")
+    outcome = convert_stack(job, out=tmp_path / "out", root=tmp_path, opts=IngestOptions(compresslevel=0), key=b"k" * 32)
+    assert outcome.reason.startswith("series pixel data unusable") and not outcome.record
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
+@pytest.mark.parametrize("name", ["a.nii", "a.nii.gz"])
+def test_drop_behind_writing_changes_no_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str):
+    from tl_med.ingest import convert
+
+    rng = np.random.default_rng(0)
+    vol = Volume(np.asfortranarray(rng.integers(-1024, 3000, (64, 48, 40)).astype(np.int16)), 1.0, -1024.0)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    plain = write_nifti(vol, affine, tmp_path / "plain" / name)
+    monkeypatch.setattr(convert, "_DROP_STEP", 4096)  # a 240 kB volume now takes the drop-behind path
+    monkeypatch.setattr(convert, "_DROP_LAG", 2)
+    monkeypatch.setattr(convert, "_CHUNK", 5000)
+    dropped = write_nifti(vol, affine, tmp_path / "dropped" / name)
+    assert dropped.path.read_bytes() == plain.path.read_bytes() and dropped.sha256 == plain.sha256

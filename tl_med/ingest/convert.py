@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, Iterator, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -23,7 +24,10 @@ from isal import igzip
 from tl_med.ingest.geometry import Correction, SeriesGeometry
 from tl_med.ingest.header import Frame
 
-__all__ = ["Volume", "Written", "read_volume", "write_nifti", "file_sha256", "read_plane"]
+__all__ = ["Volume", "PlaneStack", "Written", "read_volume", "planes_of", "write_nifti", "file_sha256",
+           "read_plane"]
+
+_CHUNK = 4 << 20  # voxel bytes go to the hash, the compressor and the file a few megabytes at a time
 
 
 def _decoded(path: Path) -> np.ndarray:
@@ -82,18 +86,20 @@ class Volume:
     slope: float = 1.0
     intercept: float = 0.0
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
 
-def _read_native_into(frames: tuple[Frame, ...] | list[Frame], vol: np.ndarray) -> None:
-    """Read every (native) frame's stored values straight from its file into slice ``k`` of the
-    Fortran-ordered ``vol`` (columns, rows, slices): one copy from the file, no temporary plane.
 
-    Slice ``k`` of ``vol`` is one contiguous block whose memory order (column fastest, then row)
-    is the file's row-major plane, so the bytes go in unchanged; signed values stored in fewer
-    bits than allocated are sign-extended in place, as :func:`read_plane` does.
+def _read_native(frames: tuple[Frame, ...] | list[Frame], planes: np.ndarray) -> Iterator[int]:
+    """Read the (native) frames' stored values straight from their files into the rows of
+    ``planes`` (C-contiguous, one plane per row), filling rows 0, 1, ... and starting again at 0
+    once every row is full: yields how many rows hold new planes whenever ``planes`` is full, and
+    at the end. One copy from the file, no temporary plane; signed values stored in fewer bits
+    than allocated are sign-extended in place, as :func:`read_plane` does.
     """
-    out = memoryview(vol.T).cast("B")  # vol.T is C-contiguous: (slices, rows, columns)
-    flat = vol.T.reshape(len(frames), -1)  # a view: one row per slice
-    nbytes = flat.shape[1] * vol.itemsize
+    out = memoryview(planes).cast("B")
+    nbytes = planes.shape[1] * planes.itemsize
     k = 0
     for path, group in groupby(frames, key=lambda f: f.path):  # a multi-frame file is opened once
         with open(path, "rb", buffering=0) as fh:
@@ -108,26 +114,72 @@ def _read_native_into(frames: tuple[Frame, ...] | list[Frame], vol: np.ndarray) 
                         raise ValueError("pixel data shorter than declared")
                     got += n
                 if sign_bits:  # signed values stored in fewer bits than allocated: sign-extend
-                    np.left_shift(flat[k], sign_bits, out=flat[k])
-                    np.right_shift(flat[k], sign_bits, out=flat[k])
+                    np.left_shift(planes[k], sign_bits, out=planes[k])
+                    np.right_shift(planes[k], sign_bits, out=planes[k])
                 k += 1
+                if k == len(planes):
+                    yield k
+                    k = 0
+    if k:
+        yield k
+
+
+@dataclass(frozen=True)
+class PlaneStack:
+    """A stack of uncompressed planes that share one pixel type, size and rescale, not yet read:
+    :meth:`chunks` streams its voxel bytes (NIfTI order) through one small reused buffer, so
+    writing it never holds the whole volume in memory; :meth:`read` gives the :class:`Volume`.
+    """
+
+    frames: tuple[Frame, ...]
+    dtype: np.dtype
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.frames[0].cols, self.frames[0].rows, len(self.frames)
+
+    def read(self) -> Volume:
+        data = np.empty(self.shape, order="F", dtype=self.dtype)
+        # slice k of the Fortran-ordered volume is one contiguous block in the file's row-major order
+        for _ in _read_native(self.frames, data.T.reshape(len(self.frames), -1)):
+            pass
+        return Volume(data, self.slope, self.intercept)
+
+    def chunks(self, max_bytes: int = _CHUNK) -> Iterator[memoryview]:
+        """The voxel bytes, a few planes at a time (each chunk is overwritten by the next)."""
+        plane = self.shape[0] * self.shape[1]
+        buf = np.empty((max(1, min(len(self.frames), max_bytes // (plane * self.dtype.itemsize))), plane),
+                       self.dtype)
+        raw = memoryview(buf).cast("B")
+        for n in _read_native(self.frames, buf):
+            yield raw[:n * plane * self.dtype.itemsize]
+
+
+def planes_of(geom: SeriesGeometry) -> PlaneStack | None:
+    """The stack as a :class:`PlaneStack` when its planes can be read straight from the files
+    (uncompressed little-endian, one rescale, one pixel type and size, no resampling); else None."""
+    frames = geom.frames
+    scales = {(f.slope, f.intercept) for f in frames}
+    kind = frames[0].native[1] if frames[0].native is not None else None
+    if len(scales) != 1 or geom.correction is not None or kind is None or not all(
+            f.native is not None and f.native[1] == kind and (f.rows, f.cols) == (frames[0].rows, frames[0].cols)
+            for f in frames):
+        return None
+    slope, intercept = scales.pop()
+    return PlaneStack(tuple(frames), np.dtype(kind), slope, intercept)
 
 
 def read_volume(geom: SeriesGeometry) -> Volume:
     """Read every frame of ``geom`` into one :class:`Volume` (resampled if the geometry says so)."""
+    direct = planes_of(geom)
+    if direct is not None:  # the common case: read straight into the volume
+        return direct.read()
     cache: dict[Path, np.ndarray] = {}
     frames = geom.frames
     scales = {(f.slope, f.intercept) for f in frames}
     uniform = len(scales) == 1 and geom.correction is None
-    kind = frames[0].native[1] if frames[0].native is not None else None
-    if uniform and kind is not None and all(
-            f.native is not None and f.native[1] == kind and (f.rows, f.cols) == (frames[0].rows, frames[0].cols)
-            for f in frames):
-        # the common case (uncompressed, one rescale, one pixel type): read straight into the volume
-        data = np.empty((frames[0].cols, frames[0].rows, len(frames)), order="F", dtype=np.dtype(kind))
-        _read_native_into(frames, data)
-        slope, intercept = scales.pop()
-        return Volume(data, slope, intercept)
     vol: np.ndarray | None = None
     for k, frame in enumerate(frames):
         plane = read_plane(frame, cache)
@@ -168,34 +220,79 @@ class Written(NamedTuple):
     sha256: str
 
 
-class _Hashing:
-    """A binary file that hashes everything written to it."""
+# Large outputs are written "drop-behind": every _DROP_STEP bytes the new pages' write-back is
+# started, and pages written _DROP_LAG steps earlier (written back by then) leave the page cache.
+_DROP_STEP = 8 << 20
+_DROP_LAG = 4
+
+
+def _advise_dontneed(fd: int, start: int, length: int) -> None:
+    """Start write-back of ``[start, start + length)`` (0: to the end) and drop its clean pages."""
+    try:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError):  # advisory only (not on this OS or this file system)
+        pass
+
+
+class _Output:
+    """A binary file that hashes everything written to it (hashed while writing, never read back).
+
+    A large output keeps only its last few megabytes in the page cache: a volume goes to disk as
+    it is written rather than piling up as dirty pages for later write-back, the memory its pages
+    took is reused for the next ones, and an ingest of many gigabytes does not push everything
+    else out of the cache (the files are read again only later, by preprocessing).
+    """
 
     def __init__(self, fh: BinaryIO) -> None:
         self.fh, self.hash = fh, hashlib.sha256()
+        self.written = self.started = self.dropped = 0  # bytes: written, write-back started, dropped
 
     def write(self, data: bytes | memoryview) -> int:
         self.hash.update(data)
-        return self.fh.write(data)
+        n = self.fh.write(data)
+        self.written += memoryview(data).nbytes
+        if self.written - self.started >= _DROP_STEP:
+            self.fh.flush()
+            fd = self.fh.fileno()
+            _advise_dontneed(fd, self.started, self.written - self.started)
+            self.started = self.written
+            if self.started - self.dropped > _DROP_LAG * _DROP_STEP:
+                end = self.started - _DROP_LAG * _DROP_STEP
+                _advise_dontneed(fd, self.dropped, end - self.dropped)
+                self.dropped = end
+        return n
 
     def flush(self) -> None:
         self.fh.flush()
 
+    def finish(self) -> None:
+        """Flush; a large output's remaining pages start their write-back and leave the cache once clean."""
+        self.fh.flush()
+        if self.dropped:
+            _advise_dontneed(self.fh.fileno(), 0, 0)
 
-def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compresslevel: int = 1) -> Written:
+
+def write_nifti(vol: Volume | PlaneStack | np.ndarray, affine: np.ndarray, path: Path, compresslevel: int = 1) -> Written:
     """Write a single-file NIfTI-1 with ``affine`` as both sform and qform (code 1, scanner).
 
     The header's text fields (``descrip``, ``aux_file``, ``intent_name``, ``db_name``) stay empty
     so nothing identifying can ride along, and ``.nii.gz`` output carries no file name or time in
-    its gzip header, so the same input gives the same bytes on every run.
+    its gzip header, so the same input gives the same bytes on every run. A :class:`PlaneStack`
+    is streamed from its files (the same bytes as its :meth:`~PlaneStack.read` volume); if reading
+    fails, no file is left behind.
     """
     if not np.all(np.isfinite(affine)):
         raise ValueError("non-finite affine")
-    vol = vol if isinstance(vol, Volume) else Volume(vol)
-    data = np.asfortranarray(vol.data)
+    vol = vol if isinstance(vol, (Volume, PlaneStack)) else Volume(vol)
+    gz = path.name.endswith(".gz")
+    if gz and isinstance(vol, PlaneStack):
+        # ISA-L's gzip stream depends on how its input is split into writes: the volume goes in
+        # whole, in one write, so a .nii.gz has the same bytes however its volume was read
+        vol = vol.read()
+    data = None if isinstance(vol, PlaneStack) else np.asfortranarray(vol.data)
     hdr = nib.Nifti1Header()
-    hdr.set_data_dtype(data.dtype)
-    hdr.set_data_shape(data.shape)
+    hdr.set_data_dtype(vol.dtype if data is None else data.dtype)
+    hdr.set_data_shape(vol.shape if data is None else data.shape)
     hdr.set_qform(affine, code=1)
     hdr.set_sform(affine, code=1)
     hdr.set_xyzt_units("mm", "sec")
@@ -204,13 +301,21 @@ def write_nifti(vol: Volume | np.ndarray, affine: np.ndarray, path: Path, compre
     hdr["vox_offset"] = 352
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as fh:
-        raw = _Hashing(fh)
-        out = _gzip_writer(raw, compresslevel) if path.name.endswith(".gz") else raw  # type: ignore[arg-type]
-        hdr.write_to(out)  # 348 bytes and the 4-byte "no extensions" flag: data start at 352
-        out.write(memoryview(data.T).cast("B"))
-        if out is not raw:
-            out.close()
+    try:
+        with open(tmp, "wb") as fh:
+            raw = _Output(fh)
+            out = _gzip_writer(raw, compresslevel) if gz else raw  # type: ignore[arg-type]
+            hdr.write_to(out)  # 348 bytes and the 4-byte "no extensions" flag: data start at 352
+            whole = None if data is None else memoryview(data.T).cast("B")
+            for chunk in (vol.chunks() if whole is None else [whole] if gz else
+                          (whole[i:i + _CHUNK] for i in range(0, len(whole), _CHUNK))):
+                out.write(chunk)
+            if out is not raw:
+                out.close()
+            raw.finish()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return Written(path, raw.hash.hexdigest())
 

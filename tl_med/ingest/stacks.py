@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from tl_med.ingest.convert import read_volume, write_nifti
+from tl_med.ingest.convert import planes_of, read_volume, write_nifti
 from tl_med.ingest.deid import deidentify
 from tl_med.ingest.geometry import build_geometry, orientation_code
 from tl_med.ingest.header import Frame
@@ -64,7 +64,7 @@ def convert_stack(job: StackJob, out: Path, root: Path, opts: IngestOptions, key
     if isinstance(geom, str):
         return StackOutcome(job.cid, reason=f"series rejected: {geom}")
     try:
-        vol = read_volume(geom)
+        vol = planes_of(geom) or read_volume(geom)  # uncompressed planes are streamed to the file
         image, image_sha = write_nifti(vol, geom.affine, out / "images" / nifti_name(job.cid, opts),
                                        compresslevel=opts.compresslevel)
         if opts.keep_dicom:
@@ -74,7 +74,7 @@ def convert_stack(job: StackJob, out: Path, root: Path, opts: IngestOptions, key
     first = geom.frames[0]
     facts = dict(
         case_id=job.cid, image=str(Path("..") / image.relative_to(root)), image_sha256=image_sha,
-        shape=list(vol.data.shape), spacing=[round(v, 4) for v in geom.spacing],
+        shape=list(vol.shape), spacing=[round(v, 4) for v in geom.spacing],
         orientation=orientation_code(geom.affine), modality=first.modality,
         manufacturer=first.manufacturer, model=first.model, acquisition=dict(first.acquisition),
         source="dicom",
