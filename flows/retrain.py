@@ -31,7 +31,7 @@ from tl_med.progress import note
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SiteConfig, SitesConfig, load_sites
 from tl_med.stages import SiteResult, check_trainable
-from tl_med.tracking import Tracker, approved_source, registered_model_name
+from tl_med.tracking import pretrained_start
 from tl_med.workspace import resolve_workspace
 
 Trigger = Literal["manual", "schedule", "new-data"]
@@ -45,20 +45,6 @@ def retrain_config(profile: str, config_file: str | None, site: SiteConfig, stra
     adapt_over = {k: v for k, v in {**site.retrain.parameters(), "strategy": strategy, "steps": steps,
                                     "n_labelled": n_labelled}.items() if v is not None and k != "pretrained"}
     return PipelineConfig.model_validate({**cfg.model_dump(), "adapt": {**cfg.adapt.model_dump(), **adapt_over}})
-
-
-def pretrained_start(tracker: Tracker, sites: SitesConfig, given: str | None) -> tuple[str, dict[str, str], str]:
-    """Where a retrain starts: (source, MLflow run tags, status line).
-
-    ``given`` (the run's ``pretrained`` or the site's ``retrain.pretrained``) is used as it is.
-    Otherwise the source model's ``champion`` is resolved now and pinned to its version; its
-    ``challenger`` only when it never had a champion (tag ``pretrained_fallback``).
-    """
-    if given:
-        return given, {}, f"starting from {given}"
-    chosen = approved_source(tracker.client, registered_model_name(sites.task, sites.source.name))
-    line = chosen.fallback or f"starting from the approved source model {chosen.name} v{chosen.version} (champion)"
-    return chosen.uri, chosen.tags(), line
 
 
 def _tag_run(*tags: str) -> None:
@@ -120,7 +106,8 @@ def site_retrain(site: str, pretrained: str | None = None, strategy: Strategy | 
     context(str(ws.root), config, trigger).tracker.experiment_id  # create once, before fan-out
     ensure_gpu_limit()
     run_preprocess(str(ws.root), config, [manifest, source_manifest])
-    start, start_tags, line = pretrained_start(context(str(ws.root), config, trigger).tracker, sites,
+    tracker = context(str(ws.root), config, trigger).tracker
+    start, start_tags, line = pretrained_start(tracker, sites.task, sites.source.name,
                                                pretrained or target.retrain.pretrained)
     if start_tags.get("pretrained_fallback"):
         get_run_logger().warning("site %s: %s", target.name, line)

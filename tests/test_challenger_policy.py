@@ -85,25 +85,25 @@ def test_a_refused_version_shows_in_the_table_and_the_json():
 
 
 def test_retrain_starts_from_the_champion_and_falls_back_to_challenger_only_without_one(tracker):
-    from flows.retrain import pretrained_start
+    from tl_med.tracking import pretrained_start
     from tl_med.approval import approve
 
     client, name = tracker.client, "tlmed-liver-north"
     sites = SimpleNamespace(task="liver", source=SimpleNamespace(name="north"))
     with pytest.raises(InputError, match="no source model 'tlmed-liver-north' is registered"):
-        pretrained_start(tracker, sites, None)
-    assert pretrained_start(tracker, sites, "/given/start.pt") == ("/given/start.pt", {}, "starting from "
+        pretrained_start(tracker, sites.task, sites.source.name, None)
+    assert pretrained_start(tracker, sites.task, sites.source.name, "/given/start.pt") == ("/given/start.pt", {}, "starting from "
                                                                                         "/given/start.pt")
     run = _run(tracker)
     for dice in ("0.80", "0.70"):  # v1, then v2 (the source model's registration always moves challenger)
         tracker.register(f"runs:/{run}/model", name, run, tags={"test_dice": dice, "source_only_dice": "0.1",
                                                                 "negative_transfer": "false"}, description="")
-    start, tags, line = pretrained_start(tracker, sites, None)
+    start, tags, line = pretrained_start(tracker, sites.task, sites.source.name, None)
     assert start == "models:/tlmed-liver-north/2" and line == tags["pretrained_fallback"] == (
         "no approved source model (champion) of tlmed-liver-north; started from challenger v2")
     assert (tags["pretrained_version"], tags["pretrained_alias"]) == ("2", "challenger")
     approve(client, "liver", "north", "1", approver="Dr. A", reason="reviewed")
-    start, tags, line = pretrained_start(tracker, sites, None)
+    start, tags, line = pretrained_start(tracker, sites.task, sites.source.name, None)
     assert start == "models:/tlmed-liver-north/1" and "pretrained_fallback" not in tags
     assert (tags["pretrained_version"], tags["pretrained_alias"]) == ("1", "champion") and "champion" in line
     client.delete_registered_model_alias(name, "champion")  # had a champion: never silently the challenger

@@ -36,7 +36,7 @@ import tl_med
 from tl_med.challenger import challenger_decision
 from tl_med.errors import InputError, TlMedError
 
-__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "experiment_tags",
+__all__ = ["pretrained_start", "Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "experiment_tags",
            "ui_address", "VIEW_KEY", "Registration", "SourceStart", "approved_source"]
 
 CHALLENGER = "challenger"
@@ -394,3 +394,18 @@ class Tracker:
 
     def log_json(self, run_id: str, data: Any, path: str) -> None:
         self.client.log_text(run_id, json.dumps(data, indent=2, default=str), path)
+
+
+def pretrained_start(tracker: Tracker, task: str, source: str,
+                     given: str | None) -> tuple[str, dict[str, str], str]:
+    """Where a retrain starts: (source, MLflow run tags, status line).
+
+    ``given`` (the run's ``pretrained`` or the site's ``retrain.pretrained``) is used as it is.
+    Otherwise the ``source`` site's model's ``champion`` is resolved now and pinned to its version; its
+    ``challenger`` only when it never had a champion (tag ``pretrained_fallback``).
+    """
+    if given:
+        return given, {}, f"starting from {given}"
+    chosen = approved_source(tracker.client, registered_model_name(task, source))
+    line = chosen.fallback or f"starting from the approved source model {chosen.name} v{chosen.version} (champion)"
+    return chosen.uri, chosen.tags(), line
