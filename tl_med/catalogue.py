@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "NetworkInfo", "NETWORKS", "ClassifierInfo", "CLASSIFIERS", "StepName",
+__all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "NetworkInfo", "NETWORKS", "ClassifierInfo", "CLASSIFIERS", "CLASSIFIER_STRATEGIES", "StepName",
            "StrategyName", "AugmentName", "NetworkName", "ClassifierName", "describe", "patch_divisor", "needs_source", "needs_batch_norm", "adapt_epochs"]
 
 
@@ -64,6 +64,9 @@ STRATEGIES: dict[str, str] = {
     "multitask": "fine-tuning with a case-level classification head on the shared encoder (joint loss; "
                  "needs the task's classes)",
 }
+
+# the strategies a case-level classifier can use (multitask needs a segmentation network)
+CLASSIFIER_STRATEGIES: tuple[str, ...] = tuple(s for s in STRATEGIES if s != "multitask")
 
 AUGMENTATIONS: dict[str, str] = {
     "none": "no augmentation",

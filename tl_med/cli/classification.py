@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from tl_med.catalogue import CLASSIFIERS, STRATEGIES, describe
+from tl_med.catalogue import CLASSIFIER_STRATEGIES, CLASSIFIERS, STRATEGIES, describe
 from tl_med.cli.common import (REPO_SITES, ConfigOpt, JsonOpt, ProfileOpt, SitesOpt, WorkspaceOpt, app, console,
                                first_error, load_config, with_adapt)
 from tl_med.cli.output import emit_json, numeric_columns, print_table, progress_view
@@ -47,7 +47,7 @@ def _with_classifier(cfg: PipelineConfig, **changes: str | None) -> PipelineConf
 
 @app.command()
 def classify(site: Annotated[str, typer.Option("--site", help="Target site.")],
-             strategy: Annotated[str, typer.Option(help=f"{describe({k: v for k, v in STRATEGIES.items() if k != 'multitask'})}.")] = "finetune",
+             strategy: Annotated[str, typer.Option(help=f"{describe({k: STRATEGIES[k] for k in CLASSIFIER_STRATEGIES})}.")] = "finetune",
              network: Annotated[Optional[str], typer.Option(
                  "--network", help=f"Classifier: {describe(CLASSIFIERS)} (default: the config's).")] = None,
              labels: Annotated[Optional[int], typer.Option("--labels", help="Labelled target cases (their classes) "

@@ -28,6 +28,7 @@ import torch
 
 from tl_med.adapt.strategies import Strategy, build_strategy
 from tl_med.adapt.uda import adabn, norm_layers
+from tl_med.catalogue import CLASSIFIER_STRATEGIES
 from tl_med.classifier import class_loader, fit_classifier, predict_probabilities, with_class
 from tl_med.classify import ClassMetrics, class_metrics
 from tl_med.errors import InputError
@@ -203,9 +204,9 @@ def _adapt(job: _Job, strategy: Strategy, source_model: torch.nn.Module, labelle
 
 def check_strategy(name: str) -> None:
     """Refuse (:class:`InputError`) a strategy that does not apply to a classifier."""
-    if name == "multitask":
-        raise InputError("classification runs the finetune, feature_extraction or progressive strategy; multitask "
-                         "is a segmentation strategy (tl-med adapt --strategy multitask)")
+    if name not in CLASSIFIER_STRATEGIES:
+        raise InputError(f"classification runs the {', '.join(CLASSIFIER_STRATEGIES)} strategy; {name} is a "
+                         f"segmentation strategy (tl-med adapt --strategy {name})")
 
 
 def classify_site(ctx: StageContext, site: str, manifest: Path, source: str, source_manifest: Path) -> ClassifyResult:
