@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 import tl_med
 from tl_med.challenger import challenger_decision
 from tl_med.errors import InputError, TlMedError
+from tl_med.mlflow_store import mlflow_client
 
 __all__ = ["pretrained_start", "Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "experiment_tags",
            "ui_address", "VIEW_KEY", "Registration", "SourceStart", "approved_source"]
@@ -185,7 +186,7 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.client = mlflow_client(tracking_uri)
         self._experiment_id: str | None = None
 
     @property

@@ -170,9 +170,8 @@ def ui(workspace: WorkspaceOpt = None, port: int = 5000) -> None:
 
 def _experiments(ws) -> list[tuple[str, str]]:
     """(name, id) of the workspace's tl_med experiments (their saved view refreshed)."""
-    from mlflow import MlflowClient
-
+    from tl_med.mlflow_store import mlflow_client
     from tl_med.tracking import Tracker
 
-    found = MlflowClient(ws.tracking_uri).search_experiments(filter_string="name LIKE 'tlmed-%'")
+    found = mlflow_client(ws.tracking_uri).search_experiments(filter_string="name LIKE 'tlmed-%'")
     return [(e.name, Tracker(ws.tracking_uri, e.name).experiment_id) for e in found]

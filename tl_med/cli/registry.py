@@ -22,14 +22,13 @@ from tl_med.workspace import resolve_workspace
 
 
 def _registry_client(workspace: Path | None, sites: Path):
-    from mlflow import MlflowClient
-
+    from tl_med.mlflow_store import mlflow_client
     from tl_med.sites import load_sites
 
     ws = resolve_workspace(workspace)
     if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
         raise TlMedError(f"no MLflow store at {ws.mlflow_db}: run the pipeline first")
-    return MlflowClient(ws.tracking_uri), load_sites(sites, ws.root)
+    return mlflow_client(ws.tracking_uri), load_sites(sites, ws.root)
 
 
 @app.command()

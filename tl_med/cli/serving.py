@@ -96,9 +96,9 @@ def retrain(site: Annotated[str, typer.Option("--site", help="Target site to ret
 def _started_from(ws: Workspace, parent_run_id: str, pretrained: str | None) -> tuple[str, str]:
     """The source the run started from (as resolved by the flow) and its fallback line, from the
     tags of the site's parent MLflow run."""
-    from mlflow import MlflowClient
+    from tl_med.mlflow_store import mlflow_client
 
-    tags = MlflowClient(ws.tracking_uri).get_run(parent_run_id).data.tags
+    tags = mlflow_client(ws.tracking_uri).get_run(parent_run_id).data.tags
     return tags.get("pretrained_source") or pretrained or "", tags.get("pretrained_fallback", "")
 
 
