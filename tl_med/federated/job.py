@@ -15,8 +15,12 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +37,7 @@ __all__ = ["CLIENT_SCRIPT", "SimulationOutcome", "model_definition", "write_sett
 
 CLIENT_SCRIPT = Path(__file__).with_name("client.py")
 GLOBAL_MODEL = "FL_global_model.pt"
+CONSOLE_LOG = "simulator-console.log"  # what NVFlare printed, beside the job folders
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,26 @@ def build_recipe(cfg: PipelineConfig, fed: FederatedConfig, manifests: dict[str,
     return recipe
 
 
+@contextmanager
+def _stdout_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 1 (this process's and the simulator's client processes') to ``path``:
+    NVFlare logs every round to the console, which would bury the command's output (and break
+    ``--json``); its own per-job ``log.txt`` files keep the same lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
 def simulate(recipe, sites: list[str], workspace_root: Path, threads: int | None = None) -> SimulationOutcome:
     """Run ``recipe`` in NVFlare's simulator with one client per site; raises if the job fails."""
     from nvflare.recipe.sim_env import SimEnv
@@ -96,8 +121,9 @@ def simulate(recipe, sites: list[str], workspace_root: Path, threads: int | None
     start = time.perf_counter()
     env = SimEnv(clients=list(sites), num_threads=min(threads or len(sites), len(sites)),
                  workspace_root=str(workspace_root))
-    run = recipe.run(env)
-    folder = Path(run.get_result(clean_up=False) or workspace_root / run.get_job_id())
+    with _stdout_to(Path(workspace_root) / CONSOLE_LOG):
+        run = recipe.run(env)
+        folder = Path(run.get_result(clean_up=False) or workspace_root / run.get_job_id())
     models = sorted(folder.glob(f"server/**/{GLOBAL_MODEL}"))
     if not models:
         raise RuntimeError(f"the federated job left no global model ({GLOBAL_MODEL}) under {folder}/server; "
