@@ -4,21 +4,11 @@ across the sites with NVFlare (FedAvg or FedProx; only weights leave a site) and
 
     tl-med adapt --site east --pretrained models:/tlmed-<task>-federated@challenger
 
-Run it locally (a temporary Prefect server, MLflow in the workspace)::
-
-    python -m flows.federated --workspace W --sites data_manifests/sites-tiny.yaml --profile tiny --rounds 2
+Run it locally with ``tl-med federated`` (a temporary Prefect server, MLflow in the workspace), or
+from a work pool through the ``federated-pretrain`` deployment (``flows/deploy.py``).
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
-
-if __name__ == "__main__":  # before Prefect is imported: it reads PREFECT_HOME once, at import
-    from tl_med.workspace import resolve_workspace
-
-    _ws = [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--workspace"]
-    resolve_workspace(_ws[-1] if _ws else None).activate()
 
 from pathlib import Path
 from typing import Literal
@@ -35,7 +25,7 @@ from tl_med.federated import FederatedConfig, FederatedResult, federated_pretrai
 from tl_med.sites import load_sites
 from tl_med.stages import check_trainable
 
-__all__ = ["federated_pretrain_flow", "federated_markdown", "main"]
+__all__ = ["federated_pretrain_flow", "federated_markdown"]
 
 
 @task(name="federated-train", cache_policy=NO_CACHE)
@@ -59,11 +49,16 @@ def federated_markdown(result: FederatedResult) -> str:
 def federated_pretrain_flow(workspace: str, sites_file: str, profile: str = "demo", config_file: str | None = None,
                             participants: list[str] | None = None, rounds: int = 2, local_epochs: int = 1,
                             algorithm: Literal["fedavg", "fedprox"] = "fedavg", mu: float = 0.0,
-                            trigger: str = "manual", pretrained: str | None = None) -> FederatedResult:
+                            trigger: str = "manual", pretrained: str | None = None,
+                            config: dict | None = None) -> FederatedResult:
     """Ingest and preprocess each participating site (default: every site in ``sites_file``), then
-    pretrain across them with NVFlare and register the global model."""
+    pretrain across them with NVFlare and register the global model. ``config`` (a whole pipeline
+    config, as the CLI passes it) wins over ``profile``/``config_file``."""
     sites = load_sites(Path(sites_file), Path(workspace))
-    base = PipelineConfig.from_yaml(Path(config_file)) if config_file else PipelineConfig.profile(profile)
+    if config is not None:
+        base = PipelineConfig.model_validate(config)
+    else:
+        base = PipelineConfig.from_yaml(Path(config_file)) if config_file else PipelineConfig.profile(profile)
     cfg = base.with_task(sites.task).model_dump(mode="json")
     fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=algorithm, mu=mu)
     names = participants or [s.name for s in sites.sites]
@@ -76,32 +71,3 @@ def federated_pretrain_flow(workspace: str, sites_file: str, profile: str = "dem
     create_markdown_artifact(markdown=federated_markdown(result), key="federated-pretrain",
                              description="Global model's test Dice per site")
     return result
-
-
-def main(argv: list[str] | None = None) -> FederatedResult:
-    """``python -m flows.federated --workspace W --sites S --profile tiny --rounds 2``."""
-    from tl_med.workspace import resolve_workspace
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", default=None)
-    parser.add_argument("--sites", default="data_manifests/sites.yaml")
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--config", default=None, help="a pipeline config YAML (instead of --profile)")
-    parser.add_argument("--site", action="append", dest="participants", help="a participating site (repeat)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--local-epochs", type=int, default=1)
-    parser.add_argument("--algorithm", choices=["fedavg", "fedprox"], default="fedavg")
-    parser.add_argument("--mu", type=float, default=0.0)
-    parser.add_argument("--pretrained", default=None)
-    args = parser.parse_args(argv)
-    ws = resolve_workspace(args.workspace).ensure()
-    result = federated_pretrain_flow(str(ws.root), str(Path(args.sites).resolve()), profile=args.profile,
-                                     config_file=args.config, participants=args.participants, rounds=args.rounds,
-                                     local_epochs=args.local_epochs, algorithm=args.algorithm, mu=args.mu,
-                                     pretrained=args.pretrained)
-    print(federated_markdown(result))
-    return result
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,8 @@ Commands: ``demo`` (synthetic sites + the whole pipeline), ``run`` (the pipeline
 sites), ``adapt`` (one site from a pretrained source, with a strategy and steps), ``ingest`` (one
 site, pulling from its PACS first), ``synth`` (write synthetic sites), ``ui`` (MLflow UI on the
 workspace) in :mod:`.pipeline`; ``classify`` (a case-level classifier adapted to one site) in
-:mod:`.classification`; ``retrain``, ``serve`` and ``watch`` (unattended retraining) in
+:mod:`.classification`; ``federated`` (pretraining across sites on NVFlare) in
+:mod:`.federated`; ``retrain``, ``serve`` and ``watch`` (unattended retraining) in
 :mod:`.serving`; ``approve`` / ``reject`` / ``models`` / ``report`` (the champion gate) in
 :mod:`.registry`.
 
@@ -24,7 +25,7 @@ silence_known_noise()  # before MONAI is imported by any command
 import typer  # noqa: E402
 
 import tl_med  # noqa: E402
-from tl_med.cli import apply, classification, pipeline, registry, serving  # noqa: E402,F401 - importing registers the commands
+from tl_med.cli import apply, classification, federated, pipeline, registry, serving  # noqa: E402,F401 - importing registers the commands
 from tl_med.cli.common import app  # noqa: E402
 from tl_med.errors import TlMedError  # noqa: E402
 

@@ -114,6 +114,11 @@ def federated_pretrain(ctx: StageContext, manifests: dict[str, Path], fed: Feder
     """
     if len(manifests) < 2:
         raise InputError(f"federated pretraining needs at least two sites, got {sorted(manifests)}")
+    try:
+        import nvflare  # noqa: F401 - the optional extra; a flow run fails in one line without it
+    except ImportError:
+        raise InputError("federated pretraining runs on NVFlare, an optional extra: "
+                         "pip install -e '.[federated]'") from None
     splits = {site: check_trainable(Path(m), site) for site, m in manifests.items()}
     sites = list(manifests)
     name = federated_model_name(ctx.cfg.task)
