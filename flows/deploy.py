@@ -12,7 +12,10 @@
 when studies become stable) segments the site's new studies with its champion, and an interval
 schedule per PACS site (``INFERENCE_EVERY``) catches studies whose announcement was held back.
 
-``tl-med serve`` serves it from a local runner. For workers on other machines, register it with a
+``federated-pretrain`` (on demand, no schedule): pretrain across every site with NVFlare
+(``flows/federated.py``); start it from the Prefect UI or ``prefect deployment run``.
+
+``tl-med serve`` serves them from a local runner. For workers on other machines, register it with a
 work pool instead (the flow is addressed by module path, so any worker with tl_med installed runs
 it)::
 
@@ -30,6 +33,7 @@ from datetime import timedelta
 
 from prefect.schedules import Cron, Interval
 
+from flows.federated import federated_pretrain_flow
 from flows.inference import site_inference
 from flows.retrain import site_retrain
 from tl_med.inbox import EVENT_NEW_DATA
@@ -40,6 +44,8 @@ FULL_NAME = f"{site_retrain.name}/{DEPLOYMENT}"
 INFERENCE_DEPLOYMENT = "site-inference"
 INFERENCE_FULL_NAME = f"{site_inference.name}/{INFERENCE_DEPLOYMENT}"
 INFERENCE_EVERY = timedelta(minutes=15)
+FEDERATED_DEPLOYMENT = "federated-pretrain"
+FEDERATED_FULL_NAME = f"{federated_pretrain_flow.name}/{FEDERATED_DEPLOYMENT}"
 
 
 def schedules(sites: SitesConfig) -> list:
@@ -90,6 +96,20 @@ def build_inference_deployment(sites: SitesConfig, *, workspace: str, sites_file
     )
 
 
+def build_federated_deployment(*, workspace: str, sites_file: str, profile: str = "demo",
+                               config_file: str | None = None) -> RunnerDeployment:
+    """The on-demand ``federated-pretrain`` deployment (rounds, algorithm, sites are run parameters)."""
+    return federated_pretrain_flow.to_deployment(
+        name=FEDERATED_DEPLOYMENT,
+        concurrency_limit=1,  # one federation at a time: each client trains on its site's data
+        parameters={"workspace": workspace, "sites_file": sites_file, "profile": profile, "config_file": config_file},
+        tags=["tl_med"],
+        description="Pretrain one network across the sites with NVFlare (FedAvg/FedProx; only weights leave a site) "
+                    "and register it as tlmed-<task>-federated (challenger). Needs the federated extra.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
 def trigger_retrain(parameters: dict, *, wait: bool, server: str):
     """Start a ``site-retrain`` run through the API (tags ``trigger:manual``, ``site:<name>``);
     the finished run when ``wait``, else the scheduled one."""
@@ -132,6 +152,9 @@ def main() -> None:  # pragma: no cover - exercised by the docker deploy step, n
                                            sites_file=sites_file)
     inference_id = inference.apply(work_pool_name=args.work_pool)
     print(f"deployment {INFERENCE_FULL_NAME} ({inference_id}) registered on work pool {args.work_pool}")
+    federated = build_federated_deployment(workspace=str(ws.root), sites_file=sites_file, profile=args.profile)
+    federated_id = federated.apply(work_pool_name=args.work_pool)
+    print(f"deployment {FEDERATED_FULL_NAME} ({federated_id}) registered on work pool {args.work_pool}")
 
 
 if __name__ == "__main__":

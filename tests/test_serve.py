@@ -93,6 +93,11 @@ def test_serve_runs_manual_and_new_data_retrains_through_the_server(prefect_api,
                                                   timeout=5)).status_code == 200 and r.json(),
                           60, "the site-inference deployment", serve, serve_log)  # serve registers them one by one
         assert inference["schedules"] == [] and inference["parameters"]["workspace"] == str(ws.root)  # no PACS here
+        federated = _wait(lambda: (r := httpx.get(f"{url}/deployments/name/federated-pretrain/federated-pretrain",
+                                                  timeout=5)).status_code == 200 and r.json(),
+                          60, "the federated-pretrain deployment", serve, serve_log)
+        assert federated["schedules"] == [] and federated["parameters"]["sites_file"] == str(sites_file.resolve())
+        assert {"participants", "rounds", "algorithm", "mu"} <= set(federated["parameter_openapi_schema"]["properties"])
 
         # a manual retrain through the API (the CLI calls run_deployment and waits)
         manual = subprocess.run([sys.executable, "-m", "tl_med.cli", "retrain", "--site", "east",
