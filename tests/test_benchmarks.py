@@ -1,5 +1,6 @@
 """The adaptation benchmarks run on any site registry, so a hospital can measure on its own sites."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -38,3 +39,17 @@ def test_benchmark_refuses_an_unknown_site_or_file_in_one_line(workspace, tmp_pa
     proc = _bench("label_efficiency.py", "--sites-file", str(tmp_path / "missing.yaml"))
     assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
         f"error: --sites-file {tmp_path / 'missing.yaml'} does not exist"]
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(importlib.util.find_spec("nvflare") is None, reason="nvflare is not installed (federated extra)")
+def test_federated_benchmark_prints_the_three_way_comparison_before_and_after_adaptation(tmp_path):
+    proc = _bench("federated.py", "--workspace", str(tmp_path / "bench"), "--seeds", "0", "--rounds", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.split()[:1] == ["federated"] for line in lines) and "from federated" in proc.stdout
+    (run,) = json.loads((tmp_path / "bench" / "federated-bench.json").read_text())
+    assert set(run["models"]) == {"source-only", "federated", "pooled"} and run["bytes_per_round"] > 0
+    for row in run["models"].values():
+        assert set(row["before"]) == {"north", "east"} and set(row["after"]) == set(row["scratch"]) == {"east"}
+        assert all(0 <= d <= 1 for d in [*row["before"].values(), *row["after"].values()])
