@@ -33,6 +33,8 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     # Prefect's server column types, once SQLAlchemy 2.1 configures mappers in the same process.
     (DeprecationWarning, r"Type object <class 'prefect\.server\.utilities\.database\.",
      "inside Prefect's server models"),
+    # NVFlare's admin client (submitting a job to a deployment) passes aiohttp a deprecated argument.
+    (DeprecationWarning, r"ssl_context is deprecated, use ssl=context instead", "inside NVFlare's admin API client"),
 )
 
 # loggers whose INFO/WARNING lines are routine here: (name, level to keep, why)

@@ -3,8 +3,10 @@
 - :mod:`~tl_med.federated.config` — :class:`FederatedConfig` (rounds, local epochs, FedAvg/FedProx).
 - :mod:`~tl_med.federated.local` — one site's round (train on its own data, plain PyTorch/MONAI).
 - :mod:`~tl_med.federated.client` — the NVFlare client script that runs it, one per site.
-- :mod:`~tl_med.federated.job` — the NVFlare recipe (``FedAvgRecipe``/``FedProxRecipe``) and the
-  simulator run (``SimEnv``).
+- :mod:`~tl_med.federated.job` — the NVFlare recipe (``FedAvgRecipe``/``FedProxRecipe``) and its
+  run: in the simulator (``SimEnv``), or on a provisioned deployment (``ProdEnv``).
+- :mod:`~tl_med.federated.provision` — what a deployment's participants must allow (their
+  ``class_allow_list``) before they run tl_med's job.
 - :mod:`~tl_med.federated.stage` — the pipeline stage: run, log per-round per-site metrics,
   evaluate, register ``tlmed-<task>-federated`` (``challenger``).
 

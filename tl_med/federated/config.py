@@ -24,6 +24,10 @@ class FederatedConfig(BaseModel):
     ``mu`` with each round's model). ``lr``/``batch_size`` default to the pipeline's ``pretrain``
     settings. ``threads``: simulator client threads (default one per site, so that each site's
     client process lives for the whole job; fewer threads restart a client process per task).
+
+    ``startup_kit``: the admin's startup kit folder of a provisioned NVFlare deployment (a server
+    and one client per site, named like the sites): the job is submitted there as ``admin`` and
+    waited for up to ``timeout_s``, instead of running in the simulator.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -35,6 +39,9 @@ class FederatedConfig(BaseModel):
     lr: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
+    startup_kit: str | None = None
+    admin: str = "admin@nvidia.com"
+    timeout_s: float = Field(6 * 3600, gt=0)
 
     @model_validator(mode="after")
     def _mu_for_fedprox(self) -> "FederatedConfig":

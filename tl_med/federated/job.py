@@ -33,16 +33,17 @@ from tl_med.models.zoo import build_network, network_arguments
 from tl_med.train import seed_everything
 
 __all__ = ["CLIENT_SCRIPT", "SimulationOutcome", "model_definition", "write_settings", "write_initial", "build_recipe",
-           "simulate", "round_metrics", "load_global_state", "bytes_per_round"]
+           "simulate", "run_deployed", "round_metrics", "load_global_state", "bytes_per_round"]
 
 CLIENT_SCRIPT = Path(__file__).with_name("client.py")
 GLOBAL_MODEL = "FL_global_model.pt"
-CONSOLE_LOG = "simulator-console.log"  # what NVFlare printed, beside the job folders
+CONSOLE_LOG = "nvflare-console.log"  # what NVFlare printed, beside the job folders
 
 
 @dataclass(frozen=True)
 class SimulationOutcome:
-    job_folder: Path  # the simulator's workspace of this job (server + one folder per site)
+    job_folder: Path  # the simulator's workspace of this job (server + one folder per site), or the
+    server_folder: Path  # job's result downloaded from a deployment; the server's workspace of the job in it
     global_model: Path
     seconds: float
 
@@ -124,17 +125,44 @@ def simulate(recipe, sites: list[str], workspace_root: Path, threads: int | None
     with _stdout_to(Path(workspace_root) / CONSOLE_LOG):
         run = recipe.run(env)
         folder = Path(run.get_result(clean_up=False) or workspace_root / run.get_job_id())
-    models = sorted(folder.glob(f"server/**/{GLOBAL_MODEL}"))
+    return _outcome(folder, folder / "server", time.perf_counter() - start, f"{folder}/server/simulate_job/log.txt")
+
+
+def run_deployed(recipe, startup_kit: Path, admin: str, folder: Path, timeout: float) -> SimulationOutcome:
+    """Submit ``recipe`` to a running NVFlare deployment (server and one client per site, provisioned
+    with ``nvflare provision``) as the admin whose startup kit is ``startup_kit`` (NVFlare's
+    ``ProdEnv``); wait for it and copy its result (server workspace, global model, metrics) into
+    ``folder``. A job that does not complete raises an :class:`InputError` naming its status."""
+    import shutil
+
+    from nvflare.recipe.prod_env import ProdEnv
+
+    start = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    with _stdout_to(folder / CONSOLE_LOG):
+        run = recipe.run(ProdEnv(startup_kit_location=str(startup_kit), username=admin, login_timeout=30))
+        result = run.get_result(timeout=timeout, clean_up=False)
+        status = run.get_status() or "unknown"
+    if not result or not status.startswith("FINISHED:COMPLETED"):
+        raise InputError(f"federated job {run.get_job_id()} on the NVFlare deployment of {startup_kit} ended "
+                         f"{status}: see the server's log (nvflare job logs, or <server>/{run.get_job_id()}/log.txt)")
+    copy = folder / Path(result).name
+    shutil.copytree(result, copy, dirs_exist_ok=True)
+    return _outcome(copy, copy / "workspace", time.perf_counter() - start, f"{copy}/workspace/log.txt")
+
+
+def _outcome(job_folder: Path, server_folder: Path, seconds: float, log: str) -> SimulationOutcome:
+    models = sorted(m for m in server_folder.glob(f"**/{GLOBAL_MODEL}") if m.name == GLOBAL_MODEL)
     if not models:
-        raise RuntimeError(f"the federated job left no global model ({GLOBAL_MODEL}) under {folder}/server; "
-                           f"its log: {folder}/server/simulate_job/log.txt")
-    return SimulationOutcome(folder, models[0], time.perf_counter() - start)
+        raise RuntimeError(f"the federated job left no global model ({GLOBAL_MODEL}) under {server_folder}; "
+                           f"its log: {log}")
+    return SimulationOutcome(job_folder, server_folder, models[0], seconds)
 
 
-def round_metrics(job_folder: Path) -> list[dict]:
+def round_metrics(server_folder: Path) -> list[dict]:
     """What the server collected from the sites, one record per round: ``{"round", "aggregated":
     {name: value}, "sites": {site: {name: value}}}`` (NVFlare's ``metrics/round_metrics.jsonl``)."""
-    files = sorted(Path(job_folder).glob("server/**/metrics/round_metrics.jsonl"))
+    files = sorted(Path(server_folder).glob("**/metrics/round_metrics.jsonl"))
     if not files:
         return []
     rounds = []

@@ -23,8 +23,9 @@ import torch
 from tl_med.config import flatten
 from tl_med.errors import InputError
 from tl_med.federated.config import FederatedConfig
-from tl_med.federated.job import (build_recipe, bytes_per_round, load_global_state, round_metrics, simulate,
-                                  write_initial, write_settings)
+from tl_med.federated.job import (build_recipe, bytes_per_round, load_global_state, round_metrics, run_deployed,
+                                  simulate, write_initial, write_settings)
+from tl_med.federated.provision import check_startup_kit
 from tl_med.inference import Predictor, evaluate_native
 from tl_med.manifests import manifest_hash
 from tl_med.models.zoo import build_network, resolve_device
@@ -119,6 +120,8 @@ def federated_pretrain(ctx: StageContext, manifests: dict[str, Path], fed: Feder
     except ImportError:
         raise InputError("federated pretraining runs on NVFlare, an optional extra: "
                          "pip install -e '.[federated]'") from None
+    if fed.startup_kit:
+        check_startup_kit(fed.startup_kit)
     splits = {site: check_trainable(Path(m), site) for site, m in manifests.items()}
     sites = list(manifests)
     name = federated_model_name(ctx.cfg.task)
@@ -137,10 +140,13 @@ def federated_pretrain(ctx: StageContext, manifests: dict[str, Path], fed: Feder
         settings = write_settings(ctx.cfg, fed, job / "settings.json", len(sites))
         recipe = build_recipe(ctx.cfg, fed, manifests, ctx.ws.cache, settings, name=f"tlmed-{ctx.cfg.task}-federated",
                               initial=_initial(ctx, job / "initial.pt", pretrained))
-        outcome = simulate(recipe, sites, job / "simulator", fed.threads)
-        rounds = round_metrics(outcome.job_folder)
+        if fed.startup_kit:
+            outcome = run_deployed(recipe, Path(fed.startup_kit), fed.admin, job / "deployment", fed.timeout_s)
+        else:
+            outcome = simulate(recipe, sites, job / "simulator", fed.threads)
+        rounds = round_metrics(outcome.server_folder)
         site_runs = _log_rounds(ctx, run_id, rounds, sites)
-        for artifact in sorted(outcome.job_folder.glob("server/**/metrics/*.json*")):
+        for artifact in sorted(outcome.server_folder.glob("**/metrics/*.json*")):
             ctx.tracker.client.log_artifact(run_id, str(artifact), "federated")
         state = load_global_state(outcome.global_model)
         model = build_network(ctx.cfg.network)
