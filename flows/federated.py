@@ -50,17 +50,20 @@ def federated_pretrain_flow(workspace: str, sites_file: str, profile: str = "dem
                             participants: list[str] | None = None, rounds: int = 2, local_epochs: int = 1,
                             algorithm: Literal["fedavg", "fedprox"] = "fedavg", mu: float = 0.0,
                             trigger: str = "manual", pretrained: str | None = None,
-                            config: dict | None = None) -> FederatedResult:
+                            config: dict | None = None, startup_kit: str | None = None,
+                            admin: str = "admin@nvidia.com") -> FederatedResult:
     """Ingest and preprocess each participating site (default: every site in ``sites_file``), then
     pretrain across them with NVFlare and register the global model. ``config`` (a whole pipeline
-    config, as the CLI passes it) wins over ``profile``/``config_file``."""
+    config, as the CLI passes it) wins over ``profile``/``config_file``. ``startup_kit``: run on a
+    provisioned NVFlare deployment as ``admin`` instead of the simulator."""
     sites = load_sites(Path(sites_file), Path(workspace))
     if config is not None:
         base = PipelineConfig.model_validate(config)
     else:
         base = PipelineConfig.from_yaml(Path(config_file)) if config_file else PipelineConfig.profile(profile)
     cfg = base.with_task(sites.task).model_dump(mode="json")
-    fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=algorithm, mu=mu)
+    fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=algorithm, mu=mu, startup_kit=startup_kit,
+                          admin=admin)
     names = participants or [s.name for s in sites.sites]
     manifests = {name: ingest(workspace, sites_file, name)[0] for name in names}
     for name, manifest in manifests.items():  # refuse untrainable sites before anything reaches MLflow

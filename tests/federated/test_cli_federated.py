@@ -18,6 +18,8 @@ from tl_med.tracking import CHALLENGER
     (["--site", "north", "--site", "nowhere"], "error: unknown site 'nowhere' (known sites: north, east)"),
     (["--algorithm", "fedprox"], "error: algorithm fedprox needs mu > 0 (the proximal coefficient, e.g. 0.01)"),
     (["--algorithm", "fedsgd"], "error: --algorithm fedsgd: unknown (known: fedavg, fedprox)"),
+    (["--startup-kit", "/"], "error: NVFlare startup kit / has no startup/ folder: give the admin's kit folder that "
+                             "`nvflare provision` wrote (e.g. prod_00/admin@hospital.org)"),
 ])
 def test_a_mistake_is_one_line_before_anything_runs(workspace, args, message):
     ws, sites_file = workspace

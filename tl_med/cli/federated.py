@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
@@ -28,11 +29,16 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
               pretrained: Annotated[Optional[str], typer.Option(
                   "--pretrained", help="Start the federation from these weights (a MONAI bundle, a checkpoint "
                   "or models:/<name>@<alias>) instead of a seeded random network.")] = None,
+              startup_kit: Annotated[Optional[Path], typer.Option(
+                  "--startup-kit", help="Run on a provisioned NVFlare deployment instead of the simulator: the "
+                  "admin's startup kit folder (its server and one client per site must be running; see README).")] = None,
+              admin: Annotated[str, typer.Option(help="The admin user of --startup-kit.")] = "admin@nvidia.com",
               workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
               config: ConfigOpt = None, seed: Optional[int] = None,
               trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag."),
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
-    """Pretrain across sites with NVFlare's simulator (FedAvg or FedProx): each site trains on its own
+    """Pretrain across sites with NVFlare (FedAvg or FedProx; its simulator, or a provisioned
+    deployment with --startup-kit): each site trains on its own
     ingested, de-identified data and sends only weights; the global model is registered as
     tlmed-<task>-federated (alias challenger) with every site's per-round metrics. Adapt a site from
     it with `tl-med adapt --site S --pretrained models:/tlmed-<task>-federated@challenger`."""
@@ -42,8 +48,8 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
     from tl_med.sites import load_sites
 
     try:
-        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs,
-                              algorithm=_algorithm(algorithm), mu=mu)
+        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=_algorithm(algorithm), mu=mu,
+                              startup_kit=str(startup_kit.resolve()) if startup_kit else None, admin=admin)
     except ValidationError as exc:
         raise TlMedError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     ws = resolve_workspace(workspace).ensure()
@@ -54,6 +60,10 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
     for s in map(registry.get, names):
         if s.dicom_dir is not None and (not s.dicom_dir.is_dir() or not any(s.dicom_dir.rglob("*"))):
             raise TlMedError(f"site '{s.name}': DICOM folder {s.dicom_dir} is missing or empty")
+    if startup_kit is not None:
+        from tl_med.federated.provision import check_startup_kit
+
+        check_startup_kit(startup_kit)
     if not nvflare_available():
         raise TlMedError(f"federated pretraining runs on NVFlare, an optional extra: {EXTRA}")
     cfg = load_config(profile, config, seed)
@@ -65,7 +75,7 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
         state = federated_pretrain_flow(str(ws.root), str(sites.resolve()), config=cfg.model_dump(mode="json"),
                                         participants=names, rounds=fed.rounds, local_epochs=fed.local_epochs,
                                         algorithm=fed.algorithm, mu=fed.mu, trigger=trigger, pretrained=pretrained,
-                                        return_state=True)
+                                        startup_kit=fed.startup_kit, admin=fed.admin, return_state=True)
         result = state.result()  # raises the flow's error if it failed
     _report(result, ws, time.perf_counter() - start, as_json)
 
