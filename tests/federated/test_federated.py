@@ -129,3 +129,31 @@ def test_federated_config_ties_mu_to_fedprox():
     with pytest.raises(ValueError, match="fedprox"):
         FederatedConfig(mu=0.1)
     assert FederatedConfig().rounds == 2
+
+
+@needs_nvflare
+@pytest.mark.parametrize("privacy", ["none", "percentile"])
+def test_the_privacy_filter_thins_each_sites_update_before_it_leaves(ingested, tmp_path, privacy):
+    """With privacy, every site sends its update (a weight difference) through NVFlare's
+    PercentilePrivacy filter; without it, full weights and no filter."""
+    import json
+
+    from tl_med.config import PipelineConfig
+    from tl_med.federated.job import build_recipe, write_settings
+
+    ws, _ = ingested
+    cfg = PipelineConfig.profile("tiny")
+    fed = FederatedConfig(privacy=privacy, privacy_percentile=20, privacy_gamma=0.05)
+    recipe = build_recipe(cfg, fed, {s: ws.site_manifest(s) for s in SITES}, ws.cache,
+                          write_settings(cfg, fed, tmp_path / "settings.json", 2), name="t")
+    recipe.export(str(tmp_path / "job"))
+    for site in SITES:
+        config = json.loads(next((tmp_path / "job").glob(f"*/app_{site}/config/config_fed_client.json")).read_text())
+        filters = [f for group in config.get("task_result_filters", []) for f in group["filters"]]
+        text = json.dumps(config)
+        if privacy == "percentile":
+            assert [(f["path"].rsplit(".", 1)[-1], f["args"]["percentile"], f["args"]["gamma"]) for f in filters] == \
+                [("PercentilePrivacy", 20, 0.05)]
+            assert '"DIFF"' in text
+        else:
+            assert filters == [] and '"DIFF"' not in text

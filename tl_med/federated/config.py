@@ -28,6 +28,11 @@ class FederatedConfig(BaseModel):
     ``startup_kit``: the admin's startup kit folder of a provisioned NVFlare deployment (a server
     and one client per site, named like the sites): the job is submitted there as ``admin`` and
     waited for up to ``timeout_s``, instead of running in the simulator.
+
+    ``privacy="percentile"``: each site sends its weight update (not its weights) through NVFlare's
+    ``PercentilePrivacy`` filter (Shokri & Shmatikov, CCS '15): only the update's entries whose
+    magnitude is above the ``privacy_percentile``-th percentile are shared, each clipped to
+    ``±privacy_gamma``. It limits what one round reveals; it is not a formal (ε, δ) guarantee.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -42,6 +47,9 @@ class FederatedConfig(BaseModel):
     startup_kit: str | None = None
     admin: str = "admin@nvidia.com"
     timeout_s: float = Field(6 * 3600, gt=0)
+    privacy: Literal["none", "percentile"] = "none"
+    privacy_percentile: float = Field(10.0, ge=0, le=100)
+    privacy_gamma: float = Field(0.01, gt=0)
 
     @model_validator(mode="after")
     def _mu_for_fedprox(self) -> "FederatedConfig":

@@ -81,9 +81,13 @@ def build_recipe(cfg: PipelineConfig, fed: FederatedConfig, manifests: dict[str,
     from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
     from nvflare.app_opt.pt.recipes.fedprox import FedProxRecipe
 
+    from nvflare.client.config import TransferType
+
+    private = fed.privacy == "percentile"  # sites send updates (weight differences), which the filter thins
     common = dict(name=name, model=model_definition(cfg), min_clients=len(manifests), num_rounds=fed.rounds,
                   train_script=str(CLIENT_SCRIPT), key_metric="global_val_dice",
-                  initial_ckpt=str(Path(initial).resolve()) if initial else None)
+                  initial_ckpt=str(Path(initial).resolve()) if initial else None,
+                  params_transfer_type=TransferType.DIFF if private else TransferType.FULL)
     if fed.algorithm == "fedprox":
         recipe = FedProxRecipe(**common, fedprox_mu=fed.mu)
     else:
@@ -92,6 +96,11 @@ def build_recipe(cfg: PipelineConfig, fed: FederatedConfig, manifests: dict[str,
         site: {"train_args": shlex.join(["--manifest", str(Path(m).resolve()), "--cache", str(Path(cache).resolve()),
                                          "--config", str(Path(settings).resolve())])}
         for site, m in manifests.items()})
+    if private:
+        from nvflare.app_common.filters.percentile_privacy import PercentilePrivacy
+
+        recipe.add_client_output_filter(PercentilePrivacy(percentile=fed.privacy_percentile, gamma=fed.privacy_gamma),
+                                        tasks=["train"])
     return recipe
 
 
