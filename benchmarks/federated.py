@@ -95,7 +95,7 @@ def _seed(args, ws, sites, pooled: Path, fed, seed: int) -> dict:
                        trigger="benchmark")
     source = ws.site_manifest(sites.source.name)
     out: dict = {"seed": seed, "models": {}}
-    for kind in KINDS:
+    for kind in args.kinds:
         start = time.perf_counter()
         if kind == "federated":
             result = federated_pretrain(ctx, {n: ws.site_manifest(n) for n in names}, fed)
@@ -119,19 +119,19 @@ def _stat(values: list[float]) -> str:
 def _report(runs: list[dict], names: list[str], targets: list[str], args) -> None:
     seeds = ",".join(str(r["seed"]) for r in runs)
     print(f"test Dice before adaptation, mean±sd over seeds {seeds} ({args.rounds} rounds × {args.local_epochs} "
-          f"epochs; {args.algorithm}; {runs[0].get('bytes_per_round', 0) / 1e6:.2f} MB of weights per federated round)")
+          f"epochs; {args.algorithm}, privacy {args.privacy}; {runs[0].get('bytes_per_round', 0) / 1e6:.2f} MB of weights per federated round)")
     print(f"{'model':<12}" + "".join(f"{n:>14}" for n in names) + f"{'wall s':>10}")
-    for kind in KINDS:
+    for kind in args.kinds:
         print(f"{kind:<12}" + "".join(f"{_stat([r['models'][kind]['before'][n] for r in runs]):>14}" for n in names)
               + f"{statistics.mean(r['models'][kind]['seconds'] for r in runs):>10.1f}")
     if not targets:
         return
     print("\ntest Dice after adapting each target site (the profile's adaptation; scratch: its from-scratch baseline)")
-    print(f"{'site':<8}{'scratch':>14}" + "".join(f"{'from ' + k:>19}" for k in KINDS))
+    print(f"{'site':<8}{'scratch':>14}" + "".join(f"{'from ' + k:>19}" for k in args.kinds))
     for site in targets:
-        scratch = [r["models"][KINDS[0]]["scratch"][site] for r in runs]
+        scratch = [r["models"][args.kinds[0]]["scratch"][site] for r in runs]
         print(f"{site:<8}{_stat(scratch):>14}" +
-              "".join(f"{_stat([r['models'][k]['after'][site] for r in runs]):>19}" for k in KINDS))
+              "".join(f"{_stat([r['models'][k]['after'][site] for r in runs]):>19}" for k in args.kinds))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,10 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--local-epochs", type=int, default=1)
     ap.add_argument("--algorithm", choices=["fedavg", "fedprox"], default="fedavg")
     ap.add_argument("--mu", type=float, default=0.0)
+    ap.add_argument("--privacy", choices=["none", "percentile"], default="none",
+                    help="the federated row's privacy filter (FederatedConfig.privacy)")
     ap.add_argument("--profile", choices=["tiny", "demo"], default="tiny")
     ap.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=True,
                     help="also adapt each target site from each pretrained model (default: on)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"which pretrained models to compare (of {', '.join(KINDS)})")
     args = ap.parse_args(argv)
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    if not args.kinds or set(args.kinds) - set(KINDS):
+        ap.error(f"--kinds: choose from {', '.join(KINDS)}")
 
     from tl_med.federated import FederatedConfig
 
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     ws, sites = _workspace(root, args.profile)
     names = [s.name for s in sites.sites]
     pooled = _pooled(ws, names)
-    fed = FederatedConfig(rounds=args.rounds, local_epochs=args.local_epochs, algorithm=args.algorithm, mu=args.mu)
+    fed = FederatedConfig(rounds=args.rounds, local_epochs=args.local_epochs, algorithm=args.algorithm, mu=args.mu,
+                          privacy=args.privacy)
     runs, log = [], root / "federated-bench.json"
     for seed in [int(s) for s in args.seeds.split(",")]:
         runs.append(_seed(args, ws, sites, pooled, fed, seed))

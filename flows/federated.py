@@ -51,11 +51,13 @@ def federated_pretrain_flow(workspace: str, sites_file: str, profile: str = "dem
                             algorithm: Literal["fedavg", "fedprox"] = "fedavg", mu: float = 0.0,
                             trigger: str = "manual", pretrained: str | None = None,
                             config: dict | None = None, startup_kit: str | None = None,
-                            admin: str = "admin@nvidia.com") -> FederatedResult:
+                            admin: str = "admin@nvidia.com",
+                            privacy: Literal["none", "percentile"] = "none") -> FederatedResult:
     """Ingest and preprocess each participating site (default: every site in ``sites_file``), then
     pretrain across them with NVFlare and register the global model. ``config`` (a whole pipeline
     config, as the CLI passes it) wins over ``profile``/``config_file``. ``startup_kit``: run on a
-    provisioned NVFlare deployment as ``admin`` instead of the simulator."""
+    provisioned NVFlare deployment as ``admin`` instead of the simulator. ``privacy``: see
+    :class:`tl_med.federated.FederatedConfig`."""
     sites = load_sites(Path(sites_file), Path(workspace))
     if config is not None:
         base = PipelineConfig.model_validate(config)
@@ -63,7 +65,7 @@ def federated_pretrain_flow(workspace: str, sites_file: str, profile: str = "dem
         base = PipelineConfig.from_yaml(Path(config_file)) if config_file else PipelineConfig.profile(profile)
     cfg = base.with_task(sites.task).model_dump(mode="json")
     fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=algorithm, mu=mu, startup_kit=startup_kit,
-                          admin=admin)
+                          admin=admin, privacy=privacy)
     names = participants or [s.name for s in sites.sites]
     manifests = {name: ingest(workspace, sites_file, name)[0] for name in names}
     for name, manifest in manifests.items():  # refuse untrainable sites before anything reaches MLflow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -26,6 +26,8 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
               local_epochs: Annotated[int, typer.Option(min=1, help="Epochs each site trains per round.")] = 1,
               algorithm: Annotated[str, typer.Option(help="fedavg, or fedprox (needs --mu).")] = "fedavg",
               mu: Annotated[float, typer.Option(min=0.0, help="FedProx's proximal coefficient.")] = 0.0,
+              privacy: Annotated[str, typer.Option(help="none, or percentile: each site sends only the largest "
+                                                   "entries of its update, clipped (NVFlare's PercentilePrivacy).")] = "none",
               pretrained: Annotated[Optional[str], typer.Option(
                   "--pretrained", help="Start the federation from these weights (a MONAI bundle, a checkpoint "
                   "or models:/<name>@<alias>) instead of a seeded random network.")] = None,
@@ -48,7 +50,8 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
     from tl_med.sites import load_sites
 
     try:
-        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=_algorithm(algorithm), mu=mu,
+        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=_choice("--algorithm", algorithm, ("fedavg", "fedprox")), mu=mu,
+                              privacy=_choice("--privacy", privacy, ("none", "percentile")),
                               startup_kit=str(startup_kit.resolve()) if startup_kit else None, admin=admin)
     except ValidationError as exc:
         raise TlMedError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
@@ -75,15 +78,16 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
         state = federated_pretrain_flow(str(ws.root), str(sites.resolve()), config=cfg.model_dump(mode="json"),
                                         participants=names, rounds=fed.rounds, local_epochs=fed.local_epochs,
                                         algorithm=fed.algorithm, mu=fed.mu, trigger=trigger, pretrained=pretrained,
-                                        startup_kit=fed.startup_kit, admin=fed.admin, return_state=True)
+                                        startup_kit=fed.startup_kit, admin=fed.admin, privacy=fed.privacy,
+                                        return_state=True)
         result = state.result()  # raises the flow's error if it failed
     _report(result, ws, time.perf_counter() - start, as_json)
 
 
-def _algorithm(name: str) -> Literal["fedavg", "fedprox"]:
-    if name not in ("fedavg", "fedprox"):
-        raise TlMedError(f"--algorithm {name}: unknown (known: fedavg, fedprox)")
-    return name  # type: ignore[return-value]
+def _choice(option: str, value: str, known: tuple[str, ...]) -> str:
+    if value not in known:
+        raise TlMedError(f"{option} {value}: unknown (known: {', '.join(known)})")
+    return value
 
 
 def _report(result, ws, seconds: float, as_json: bool) -> None:
