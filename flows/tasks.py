@@ -169,7 +169,7 @@ def preprocess(workspace: str, config: dict, manifests: list[str]) -> list[dict[
 def context(workspace: str, config: dict, trigger: str, extra_tags: dict[str, str] | None = None) -> StageContext:
     ws = Workspace(Path(workspace))
     cfg = PipelineConfig.model_validate(config)
-    tracker = Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.mlflow_artifacts)
+    tracker = Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.artifact_root)
     return StageContext(ws=ws, cfg=cfg, tracker=tracker, trigger=trigger, flow_run_id=str(flow_run.id or ""),
                         extra_tags=dict(extra_tags or {}))
 
@@ -235,7 +235,7 @@ def discard_failed_run(flow, run, state) -> None:
     ws = Workspace(Path(workspace))
     if ws.uses_embedded_mlflow and not ws.mlflow_db.exists():
         return  # it failed before anything reached MLflow
-    tracker = Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.mlflow_artifacts)
+    tracker = Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.artifact_root)
     deleted, failed = tracker.discard_flow_run(str(run.id))
     if deleted or failed:
         print(f"flow run {run.name} {state.type.value.lower()}: removed model versions {deleted or 'none'}, "

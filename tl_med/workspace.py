@@ -87,6 +87,13 @@ class Workspace:
     def uses_embedded_mlflow(self) -> bool:
         return not os.environ.get("MLFLOW_TRACKING_URI")
 
+    @property
+    def artifact_root(self) -> Path | None:
+        """Where new experiments keep artifacts: the workspace's folder beside the embedded store;
+        ``None`` with a tracking server, whose artifact store then holds them (``mlflow-artifacts:``,
+        proxied), so reviewers and workers on other machines see the same files."""
+        return self.mlflow_artifacts if self.uses_embedded_mlflow else None
+
     def site_manifest(self, site: str) -> Path:
         return self.manifests / f"{site}.json"
 

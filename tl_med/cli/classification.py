@@ -81,7 +81,7 @@ def classify(site: Annotated[str, typer.Option("--site", help="Target site.")],
     with progress_view():
         for s in (registry.source, target):  # incremental: unchanged inputs are not converted again
             ingest_site(s, ws, **registry.task_fields())
-        ctx = StageContext(ws=ws, cfg=cfg, tracker=Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.mlflow_artifacts))
+        ctx = StageContext(ws=ws, cfg=cfg, tracker=Tracker(ws.tracking_uri, f"tlmed-{cfg.task}", ws.artifact_root))
         result = classify_site(ctx, site, ws.site_manifest(site), registry.source.name,
                                ws.site_manifest(registry.source.name))
     seconds = time.perf_counter() - start
