@@ -3,6 +3,7 @@ real processes; the champion rule and the audit log checked on the PostgreSQL-ba
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,48 @@ def test_champion_rule_on_the_postgres_backed_server(stack):
                           timeout=30).json()["events"]
     assert [(e["username"], e["alias"], e["outcome"]) for e in events] == [
         ("pipeline", "challenger", "ok"), ("pipeline", "champion", "denied"), ("dr_chen", "champion", "ok")]
+
+
+def test_a_retrain_triggered_through_the_stack_runs_on_its_worker(stack, tiny_incoming, tmp_path):
+    """`tl-med retrain` against the stack's Prefect server: the site-retrain deployment (registered on
+    the work pool by flows.deploy) runs on the stack's worker, which tracks and registers on the
+    PostgreSQL-backed MLflow server as the pipeline account, artifacts in the server's store."""
+    import os
+
+    import yaml
+
+    from tests.conftest import make_workspace, tiny_start_weights
+    from tl_med.stack.prefect_services import POOL
+
+    workspace, layout, rows = stack
+    _, sites_file = make_workspace(workspace, tiny_incoming)  # the worker's TL_MED_HOME
+    registry = yaml.safe_load(sites_file.read_text())
+    registry["sites"][1]["retrain"] = {"pretrained": str(tiny_start_weights(tmp_path / "start.pt"))}
+    sites_file.write_text(yaml.safe_dump(registry))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PREFECT_API_URL=rows["prefect-server"].address, TL_MED_HOME=str(workspace))
+    root = Path(__file__).resolve().parents[2]
+    deploy = subprocess.run([sys.executable, "-m", "flows.deploy", "--work-pool", POOL, "--sites", str(sites_file),
+                             "--workspace", str(workspace), "--profile", "tiny"], env=env, cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0 and "site-retrain" in deploy.stdout, deploy.stdout + deploy.stderr
+    retrain = subprocess.run([sys.executable, "-m", "tl_med.cli", "retrain", "--site", "east", "--sites",
+                              str(sites_file), "--profile", "tiny", "--json"], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=600)
+    worker_log = layout.log_file("prefect-worker").read_text(errors="replace")
+    assert retrain.returncode == 0, retrain.stdout + retrain.stderr + worker_log[-3000:]
+    assert json.loads(retrain.stdout)["prefect_flow_run"]["state"] == "COMPLETED"
+
+    url, admin = rows["mlflow"].address, (ADMIN, layout.secret("mlflow-admin-password"))
+    api = url + "/api/2.0/mlflow"
+    version = requests.get(f"{api}/registered-models/alias", params={"name": "tlmed-liver-east", "alias": "challenger"},
+                           auth=admin, timeout=30).json()["model_version"]
+    run = requests.get(f"{api}/runs/get", params={"run_id": version["run_id"]}, auth=admin, timeout=30).json()["run"]
+    assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/"), run["info"]["artifact_uri"]
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["trigger"] == "manual"
+    secrets = [p.read_text().strip() for p in layout.secrets_dir.iterdir() if p.name != "pgpass"]
+    assert not any(s in json.dumps(run) or s in worker_log for s in secrets)
+    assert not (workspace / "mlflow.db").exists()  # nothing went to an embedded store
 
 
 def test_cli_status_and_down(stack):
