@@ -212,8 +212,11 @@ class Tracker:
     @contextmanager
     def run(self, name: str, *, tags: dict[str, str] | None = None,
             parent_run_id: str | None = None) -> Iterator[str]:
-        """A run that ends FINISHED, or FAILED (and re-raises) when the body raises."""
+        """A run that ends FINISHED, or FAILED (and re-raises) when the body raises. Against a tracking
+        server with an account (``MLFLOW_TRACKING_USERNAME``), the run's user is that account."""
         all_tags = dict(tags or {})
+        if os.environ.get("MLFLOW_TRACKING_USERNAME") and not self.tracking_uri.startswith("sqlite:"):
+            all_tags.setdefault("mlflow.user", os.environ["MLFLOW_TRACKING_USERNAME"])
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)

@@ -111,6 +111,7 @@ def test_a_retrain_triggered_through_the_stack_runs_on_its_worker(stack, tiny_in
     version = requests.get(f"{api}/registered-models/alias", params={"name": "tlmed-liver-east", "alias": "challenger"},
                            auth=admin, timeout=30).json()["model_version"]
     run = requests.get(f"{api}/runs/get", params={"run_id": version["run_id"]}, auth=admin, timeout=30).json()["run"]
+    assert run["info"]["user_id"] == PIPELINE_ACCOUNT  # the account the worker authenticates as
     assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/"), run["info"]["artifact_uri"]
     assert {t["key"]: t["value"] for t in run["data"]["tags"]}["trigger"] == "manual"
     secrets = [p.read_text().strip() for p in layout.secrets_dir.iterdir() if p.name != "pgpass"]
