@@ -27,6 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.values import convert_value
 
 from tl_med.ingest.messages import safe_message
+from tl_med.own_segs import PREDICTION_MANUFACTURER
 
 __all__ = ["Frame", "frames_of", "NON_IMAGE_MODALITIES", "ACQUISITION_KEYS", "REPEAT_KEYS"]
 
@@ -247,7 +248,7 @@ def frames_of(ds: Dataset, path: Path, rel: str, size: int, sha256: str = "") ->
     if problem:
         return f"quarantine:{problem}"
     h = _Header(ds)
-    if str(h.get("SOPClassUID") or "") == "1.2.840.10008.5.1.4.1.1.66.4" and h.get("Manufacturer") == "tl_med":
+    if str(h.get("SOPClassUID") or "") == "1.2.840.10008.5.1.4.1.1.66.4" and h.get("Manufacturer") == PREDICTION_MANUFACTURER:
         # tl_med's own prediction, stored back into the PACS: never a reference label to train on
         return "skip:a segmentation predicted by tl_med (Manufacturer tl_med), not a reference label"
     if str(h.get("SOPClassUID") or "") == "1.2.840.10008.5.1.4.1.1.66.4" and h.get("ReferencedSeriesSequence"):

@@ -23,6 +23,7 @@ from pydicom.sr.codedict import codes
 
 import tl_med
 from tl_med.ingest.geometry import SeriesGeometry
+from tl_med.own_segs import PREDICTION_MANUFACTURER
 
 __all__ = ["segmentation", "segment_codes", "seg_frames"]
 
@@ -80,6 +81,6 @@ def segmentation(geometry: SeriesGeometry, mask: np.ndarray, *, labels: dict[str
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=series_number,
-        sop_instance_uid=sop_uid, instance_number=1, manufacturer="tl_med", manufacturer_model_name=model[:64],
+        sop_instance_uid=sop_uid, instance_number=1, manufacturer=PREDICTION_MANUFACTURER, manufacturer_model_name=model[:64],
         software_versions=tl_med.__version__, device_serial_number="none", content_label="TLMED",
         content_description=f"Automatic segmentation by {model}"[:64], omit_empty_frames=True)
