@@ -220,6 +220,40 @@ def test_the_change_feed_announces_each_new_stable_study_of_the_site_once(pacs_s
     assert json.loads((ws.root / "pacs" / "east-cursor.json").read_text())["pending"] == 0
 
 
+def test_a_prediction_stored_back_is_not_news_but_a_readers_seg_is(pacs_site, tiny_incoming, tmp_path):
+    """tl_med's own SEG makes its study stable again without starting another retrain; a SEG from
+    anyone else (a reader's annotation) is new data for the site."""
+    from conftest import make_seg, series_of
+
+    from tl_med.own_segs import PREDICTION_MANUFACTURER
+
+    ws, sites_file, url, port = pacs_site
+    sites = load_sites(sites_file, ws.root)
+    watcher = PacsWatcher(sites, ws)
+    assert watcher.poll() == []
+    study = tiny_incoming / "east" / "dicom" / "study_0001"  # already in the PACS
+    mask = np.zeros((len(series_of(study)), *series_of(study)[0].pixel_array.shape), dtype=bool)
+    mask[:, 2:5, 2:5] = True
+
+    def announced_after(manufacturer: str) -> list:
+        seg = make_seg(study, mask)
+        seg.Manufacturer = manufacturer
+        folder = tmp_path / manufacturer.replace(" ", "_")
+        folder.mkdir()
+        seg.save_as(folder / "seg.dcm")
+        send(folder, port)
+        series = httpx.get(f"{url}/series", auth=(USER, PASSWORD)).json()
+        deadline = time.monotonic() + 30
+        while not all(httpx.get(f"{url}/series/{s}", auth=(USER, PASSWORD)).json()["IsStable"] for s in series):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        time.sleep(1)
+        return watcher.poll()
+
+    assert announced_after(PREDICTION_MANUFACTURER) == []
+    assert [(d.site, d.n_images) for d in announced_after("a reader")] == [("east", 1)]
+
+
 def test_a_seg_sent_with_a_study_labels_it(pacs_site, tiny_incoming, tmp_path):
     """Studies whose segmentation is stored in the PACS as DICOM SEG come out labelled."""
     import nibabel as nib

@@ -157,6 +157,17 @@ class OrthancClient:
             (folder / f"{k:06d}.dcm").write_bytes(self.instance_file(instance))
         return len(ids)
 
+    def series_origin(self, series_id: str) -> tuple[str, str, str]:
+        """(parent study id, Modality, Manufacturer) of a series; ``("", "", "")`` once it is gone."""
+        with self._errors("reading a series"):
+            response = self._http.get(f"/series/{series_id}")
+            if response.status_code == 404:
+                return "", "", ""
+            response.raise_for_status()
+        body = response.json()
+        tags = body.get("MainDicomTags", {})
+        return str(body.get("ParentStudy", "")), str(tags.get("Modality", "")), str(tags.get("Manufacturer", ""))
+
     def changes(self, since: int, limit: int = 100) -> tuple[list[Change], int, bool]:
         """One page of the change feed after ``since``: (changes, last seq, done)."""
         body = self._get("/changes", "reading the change feed", since=since, limit=limit).json()
