@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="also adapt each target site from each pretrained model (default: on)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"which pretrained models to compare (of {', '.join(KINDS)})")
     args = ap.parse_args(argv)
+    from tl_med.quiet import silence_known_noise
+
+    silence_known_noise()  # MONAI's and MLflow's routine lines would fill the table's stdout
     args.kinds = [k for k in args.kinds.split(",") if k]
     if not args.kinds or set(args.kinds) - set(KINDS):
         ap.error(f"--kinds: choose from {', '.join(KINDS)}")
