@@ -100,7 +100,9 @@ def _report(result, ws, seconds: float, as_json: bool) -> None:
                    **asdict(result), "model_uri": result.model_uri,
                    "seconds": round(seconds, 1), "workspace": str(ws.root), "mlflow_tracking_uri": ws.tracking_uri})
         return
-    table = Table(title=f"Federated pretraining ({result.algorithm}, {result.rounds} rounds): the global model")
+    console.print(f"Federated pretraining ({result.algorithm}, {result.rounds} rounds): the global model's test Dice",
+                  markup=False)
+    table = Table()
     table.add_column("site")
     table.add_column("test Dice", justify="right")
     for name, dice in result.site_dice.items():
