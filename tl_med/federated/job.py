@@ -32,7 +32,7 @@ from tl_med.errors import InputError
 from tl_med.models.zoo import build_network, network_arguments
 from tl_med.train import seed_everything
 
-__all__ = ["CLIENT_SCRIPT", "SimulationOutcome", "model_definition", "write_settings", "write_initial", "build_recipe",
+__all__ = ["CLIENT_SCRIPT", "JobOutcome", "model_definition", "write_settings", "write_initial", "build_recipe",
            "simulate", "run_deployed", "round_metrics", "load_global_state", "bytes_per_round"]
 
 CLIENT_SCRIPT = Path(__file__).with_name("client.py")
@@ -41,9 +41,13 @@ CONSOLE_LOG = "nvflare-console.log"  # what NVFlare printed, beside the job fold
 
 
 @dataclass(frozen=True)
-class SimulationOutcome:
-    job_folder: Path  # the simulator's workspace of this job (server + one folder per site), or the
-    server_folder: Path  # job's result downloaded from a deployment; the server's workspace of the job in it
+class JobOutcome:
+    """Where a finished job's files are: ``job_folder`` is the simulator's workspace of the job (server
+    plus one folder per site) or the result copied from a deployment; ``server_folder`` is the
+    server's workspace of the job inside it (global model, ``metrics/round_metrics.jsonl``)."""
+
+    job_folder: Path
+    server_folder: Path
     global_model: Path
     seconds: float
 
@@ -80,7 +84,6 @@ def build_recipe(cfg: PipelineConfig, fed: FederatedConfig, manifests: dict[str,
     dict ``initial`` (absolute path) when given. Each site's client gets only its own manifest."""
     from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
     from nvflare.app_opt.pt.recipes.fedprox import FedProxRecipe
-
     from nvflare.client.config import TransferType
 
     private = fed.privacy == "percentile"  # sites send updates (weight differences), which the filter thins
@@ -124,7 +127,7 @@ def _stdout_to(path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def simulate(recipe, sites: list[str], workspace_root: Path, threads: int | None = None) -> SimulationOutcome:
+def simulate(recipe, sites: list[str], workspace_root: Path, threads: int | None = None) -> JobOutcome:
     """Run ``recipe`` in NVFlare's simulator with one client per site; raises if the job fails."""
     from nvflare.recipe.sim_env import SimEnv
 
@@ -137,7 +140,7 @@ def simulate(recipe, sites: list[str], workspace_root: Path, threads: int | None
     return _outcome(folder, folder / "server", time.perf_counter() - start, f"{folder}/server/simulate_job/log.txt")
 
 
-def run_deployed(recipe, startup_kit: Path, admin: str, folder: Path, timeout: float) -> SimulationOutcome:
+def run_deployed(recipe, startup_kit: Path, admin: str, folder: Path, timeout: float) -> JobOutcome:
     """Submit ``recipe`` to a running NVFlare deployment (server and one client per site, provisioned
     with ``nvflare provision``) as the admin whose startup kit is ``startup_kit`` (NVFlare's
     ``ProdEnv``); wait for it and copy its result (server workspace, global model, metrics) into
@@ -160,12 +163,12 @@ def run_deployed(recipe, startup_kit: Path, admin: str, folder: Path, timeout: f
     return _outcome(copy, copy / "workspace", time.perf_counter() - start, f"{copy}/workspace/log.txt")
 
 
-def _outcome(job_folder: Path, server_folder: Path, seconds: float, log: str) -> SimulationOutcome:
+def _outcome(job_folder: Path, server_folder: Path, seconds: float, log: str) -> JobOutcome:
     models = sorted(m for m in server_folder.glob(f"**/{GLOBAL_MODEL}") if m.name == GLOBAL_MODEL)
     if not models:
         raise RuntimeError(f"the federated job left no global model ({GLOBAL_MODEL}) under {server_folder}; "
                            f"its log: {log}")
-    return SimulationOutcome(job_folder, server_folder, models[0], seconds)
+    return JobOutcome(job_folder, server_folder, models[0], seconds)
 
 
 def round_metrics(server_folder: Path) -> list[dict]:
