@@ -16,9 +16,6 @@ from tl_med.cli.output import emit_json, print_table, progress_view
 from tl_med.errors import TlMedError
 from tl_med.workspace import resolve_workspace
 
-EXTRA = "pip install -e '.[federated]'"
-
-
 @app.command()
 def federated(site: Annotated[Optional[list[str]], typer.Option(
                   "--site", help="A participating site (repeat; default: every site in the registry).")] = None,
@@ -26,33 +23,36 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
               local_epochs: Annotated[int, typer.Option(min=1, help="Epochs each site trains per round.")] = 1,
               algorithm: Annotated[str, typer.Option(help="fedavg, or fedprox (needs --mu).")] = "fedavg",
               mu: Annotated[float, typer.Option(min=0.0, help="FedProx's proximal coefficient.")] = 0.0,
-              privacy: Annotated[str, typer.Option(help="none, or percentile: each site sends only the largest "
-                                                   "entries of its update, clipped (NVFlare's PercentilePrivacy).")] = "none",
+              privacy: Annotated[str, typer.Option(
+                  help="none, or percentile: each site sends only the largest entries of its update, clipped "
+                  "(NVFlare's PercentilePrivacy).")] = "none",
               pretrained: Annotated[Optional[str], typer.Option(
                   "--pretrained", help="Start the federation from these weights (a MONAI bundle, a checkpoint "
                   "or models:/<name>@<alias>) instead of a seeded random network.")] = None,
               startup_kit: Annotated[Optional[Path], typer.Option(
                   "--startup-kit", help="Run on a provisioned NVFlare deployment instead of the simulator: the "
-                  "admin's startup kit folder (its server and one client per site must be running; see README).")] = None,
+                  "admin's startup kit folder (its server and one client per site must be running; "
+                  "see README).")] = None,
               admin: Annotated[str, typer.Option(help="The admin user of --startup-kit.")] = "admin@nvidia.com",
               workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile: ProfileOpt = "demo",
               config: ConfigOpt = None, seed: Optional[int] = None,
               trigger: str = typer.Option("manual", help="Recorded as the runs' trigger tag."),
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
-    """Pretrain across sites with NVFlare (FedAvg or FedProx; its simulator, or a provisioned
-    deployment with --startup-kit): each site trains on its own
-    ingested, de-identified data and sends only weights; the global model is registered as
-    tlmed-<task>-federated (alias challenger) with every site's per-round metrics. Adapt a site from
-    it with `tl-med adapt --site S --pretrained models:/tlmed-<task>-federated@challenger`."""
+    """Pretrain across sites with NVFlare (FedAvg or FedProx; its simulator, or a provisioned deployment
+    with --startup-kit): each site trains on its own ingested, de-identified data and sends only
+    weights; the global model is registered as tlmed-<task>-federated (alias challenger) with every
+    site's per-round metrics. Adapt a site from it with
+    `tl-med adapt --site S --pretrained models:/tlmed-<task>-federated@challenger`."""
     from pydantic import ValidationError
 
-    from tl_med.federated import FederatedConfig, nvflare_available
+    from tl_med.federated import FederatedConfig, require_nvflare
     from tl_med.sites import load_sites
 
     try:
-        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, algorithm=_choice("--algorithm", algorithm, ("fedavg", "fedprox")), mu=mu,
+        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, mu=mu, admin=admin,
+                              algorithm=_choice("--algorithm", algorithm, ("fedavg", "fedprox")),
                               privacy=_choice("--privacy", privacy, ("none", "percentile")),
-                              startup_kit=str(startup_kit.resolve()) if startup_kit else None, admin=admin)
+                              startup_kit=str(startup_kit.resolve()) if startup_kit else None)
     except ValidationError as exc:
         raise TlMedError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     ws = resolve_workspace(workspace).ensure()
@@ -67,8 +67,7 @@ def federated(site: Annotated[Optional[list[str]], typer.Option(
         from tl_med.federated.provision import check_startup_kit
 
         check_startup_kit(startup_kit)
-    if not nvflare_available():
-        raise TlMedError(f"federated pretraining runs on NVFlare, an optional extra: {EXTRA}")
+    require_nvflare()
     cfg = load_config(profile, config, seed)
     prepare_prefect(ws, verbose=verbose)
     from flows.federated import federated_pretrain_flow  # Prefect is imported after PREFECT_HOME is set

@@ -15,16 +15,8 @@ not import it.
 """
 
 from tl_med.federated.config import FederatedConfig
+from tl_med.federated.extra import nvflare_available, require_nvflare
 from tl_med.federated.stage import FEDERATED, FederatedResult, federated_model_name, federated_pretrain
 
 __all__ = ["FEDERATED", "FederatedConfig", "FederatedResult", "federated_model_name", "federated_pretrain",
-           "nvflare_available"]
-
-
-def nvflare_available() -> bool:
-    """Whether the optional ``nvflare`` package can be imported."""
-    try:
-        import nvflare  # noqa: F401
-    except ImportError:
-        return False
-    return True
+           "nvflare_available", "require_nvflare"]

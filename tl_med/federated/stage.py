@@ -23,6 +23,7 @@ import torch
 from tl_med.config import flatten
 from tl_med.errors import InputError
 from tl_med.federated.config import FederatedConfig
+from tl_med.federated.extra import require_nvflare
 from tl_med.federated.job import (build_recipe, bytes_per_round, load_global_state, round_metrics, run_deployed,
                                   simulate, write_initial, write_settings)
 from tl_med.federated.provision import check_startup_kit
@@ -115,11 +116,7 @@ def federated_pretrain(ctx: StageContext, manifests: dict[str, Path], fed: Feder
     """
     if len(manifests) < 2:
         raise InputError(f"federated pretraining needs at least two sites, got {sorted(manifests)}")
-    try:
-        import nvflare  # noqa: F401 - the optional extra; a flow run fails in one line without it
-    except ImportError:
-        raise InputError("federated pretraining runs on NVFlare, an optional extra: "
-                         "pip install -e '.[federated]'") from None
+    require_nvflare()  # a flow run without the extra fails in one line
     if fed.startup_kit:
         check_startup_kit(fed.startup_kit)
     splits = {site: check_trainable(Path(m), site) for site, m in manifests.items()}
