@@ -101,11 +101,13 @@ def _seed(args, ws, sites, pooled: Path, fed, seed: int) -> dict:
             result = federated_pretrain(ctx, {n: ws.site_manifest(n) for n in names}, fed)
             out["bytes_per_round"] = result.bytes_per_round
         else:
-            result = pretrain_source(ctx, *((sites.source.name, source) if kind == "source-only" else ("pooled", pooled)))
+            site, manifest = (sites.source.name, source) if kind == "source-only" else ("pooled", pooled)
+            result = pretrain_source(ctx, site, manifest)
         row = {"seconds": time.perf_counter() - start, "before": _site_dice(ctx, result.weights_uri, names),
                "after": {}, "scratch": {}}
         for site in sites.targets if args.adapt else []:
-            adapted = adapt_site(ctx, site.name, ws.site_manifest(site.name), result.weights_uri, source_manifest=source)
+            adapted = adapt_site(ctx, site.name, ws.site_manifest(site.name), result.weights_uri,
+                                 source_manifest=source)
             row["after"][site.name], row["scratch"][site.name] = adapted.adapted_dice, adapted.scratch_dice
         out["models"][kind] = row
     return out
@@ -118,8 +120,9 @@ def _stat(values: list[float]) -> str:
 
 def _report(runs: list[dict], names: list[str], targets: list[str], args) -> None:
     seeds = ",".join(str(r["seed"]) for r in runs)
+    sent = runs[0].get("bytes_per_round", 0) / 1e6
     print(f"test Dice before adaptation, mean±sd over seeds {seeds} ({args.rounds} rounds × {args.local_epochs} "
-          f"epochs; {args.algorithm}, privacy {args.privacy}; {runs[0].get('bytes_per_round', 0) / 1e6:.2f} MB of weights per federated round)")
+          f"epochs; {args.algorithm}, privacy {args.privacy}; {sent:.2f} MB of weights per federated round)")
     print(f"{'model':<12}" + "".join(f"{n:>14}" for n in names) + f"{'wall s':>10}")
     for kind in args.kinds:
         print(f"{kind:<12}" + "".join(f"{_stat([r['models'][kind]['before'][n] for r in runs]):>14}" for n in names)
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", choices=["tiny", "demo"], default="tiny")
     ap.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=True,
                     help="also adapt each target site from each pretrained model (default: on)")
-    ap.add_argument("--kinds", default=",".join(KINDS), help=f"which pretrained models to compare (of {', '.join(KINDS)})")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help=f"which pretrained models to compare (of {', '.join(KINDS)})")
     args = ap.parse_args(argv)
     from tl_med.quiet import silence_known_noise
 
