@@ -10,8 +10,8 @@
 - :mod:`~tl_med.federated.stage` — the pipeline stage: run, log per-round per-site metrics,
   evaluate, register ``tlmed-<task>-federated`` (``challenger``).
 
-NVFlare is an optional dependency (``pip install -e '.[federated]'``); importing this package does
-not import it.
+NVFlare is an optional dependency (``pip install -e '.[federated]'``; :mod:`~tl_med.federated.extra`
+checks for it); importing this package does not import it.
 """
 
 from tl_med.federated.config import FederatedConfig
