@@ -29,11 +29,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tl_med.errors import InputError, TlMedError
-from tl_med.tracking import registered_model_name
+from tl_med.tracking import CHAMPION, registered_model_name
 
-__all__ = ["Decision", "VersionRow", "approve", "reject", "list_versions", "CHAMPION"]
+__all__ = ["Decision", "VersionRow", "approve", "reject", "list_versions", "recorded_decisions", "CHAMPION"]
 
-CHAMPION = "champion"
+_DECISION_PREFIX = "decision."  # + time: one registered-model tag per decision (recorded_decisions)
 _DECISION_TAGS = ("decision", "decided_by", "decided_at", "decision_reason", "decision_override",
                   "champion_test_dice_at_decision", "previous_champion")
 
@@ -126,6 +126,19 @@ def _objections(candidate, champion) -> list[str]:
     return found
 
 
+def recorded_decisions(model_tags: dict[str, str] | None) -> list[tuple[str, dict[str, Any]]]:
+    """Each decision :func:`_record` left on a registered model: ``(time, {"version", "decision",
+    "by", "reason", "override", "previous_champion"})``, in tag order (unreadable records skipped)."""
+    found = []
+    for key, value in (model_tags or {}).items():
+        if key.startswith(_DECISION_PREFIX):
+            try:
+                found.append((key.removeprefix(_DECISION_PREFIX), json.loads(value)))
+            except ValueError:
+                continue
+    return found
+
+
 def _record(client: MlflowClient, name: str, decision: Decision, champion_dice: float | None) -> None:
     tags = {"decision": decision.decision, "decided_by": decision.approver, "decided_at": decision.at,
             "decision_reason": decision.reason, "decision_override": decision.override,
@@ -133,7 +146,7 @@ def _record(client: MlflowClient, name: str, decision: Decision, champion_dice: 
             "previous_champion": decision.previous_champion}
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.version, key, value)
-    client.set_registered_model_tag(name, f"decision.{decision.at}", json.dumps(
+    client.set_registered_model_tag(name, f"{_DECISION_PREFIX}{decision.at}", json.dumps(
         {"version": decision.version, "decision": decision.decision, "by": decision.approver,
          "reason": decision.reason, "override": decision.override,
          "previous_champion": decision.previous_champion}))

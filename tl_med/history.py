@@ -14,12 +14,12 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, replace
 from typing import Any
 
 from mlflow import MlflowClient
 
+from tl_med.approval import recorded_decisions
 from tl_med.errors import TlMedError
 
 __all__ = ["AliasChange", "recorded_changes", "server_changes", "alias_history", "AUDIT_ENDPOINT"]
@@ -62,15 +62,9 @@ def recorded_changes(client: MlflowClient, name: str) -> list[AliasChange]:
     """Moves tl_med recorded itself: approvals/rejections (champion) and registrations (challenger)."""
     model = client.get_registered_model(name)
     changes = []
-    for key, value in (model.tags or {}).items():
-        if not key.startswith("decision."):
-            continue
-        try:
-            d = json.loads(value)
-        except ValueError:
-            continue
+    for at, d in recorded_decisions(model.tags):
         approved = d.get("decision") == "approved"
-        changes.append(AliasChange(at=key.removeprefix("decision."), who=d.get("by", ""), alias="champion",
+        changes.append(AliasChange(at=at, who=d.get("by", ""), alias="champion",
                                    action="set" if approved else "rejected", version=str(d.get("version", "")),
                                    previous=d.get("previous_champion", ""), reason=d.get("reason", ""),
                                    override=d.get("override", "")))

@@ -16,11 +16,9 @@ from mlflow.exceptions import MlflowException
 
 from tl_med.errors import InputError
 from tl_med.models.spec import SPEC_FILE
-from tl_med.tracking import Tracker, registered_model_name
+from tl_med.tracking import CHAMPION, Tracker, registered_model_name
 
 __all__ = ["resolve_model", "resolve_version", "download_version", "site_task"]
-
-CHAMPION = "champion"
 
 
 def site_task(tracker: Tracker, site: str) -> str:
