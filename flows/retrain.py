@@ -31,7 +31,7 @@ from tl_med.progress import note
 from tl_med.results import PipelineResult, results_markdown
 from tl_med.sites import SiteConfig, SitesConfig, load_sites
 from tl_med.stages import SiteResult, check_trainable
-from tl_med.tracking import pretrained_start
+from tl_med.retrain_start import pretrained_start
 from tl_med.workspace import resolve_workspace
 
 Trigger = Literal["manual", "schedule", "new-data"]

@@ -1,5 +1,5 @@
 """Who takes ``challenger`` (tl_med.challenger) and where unattended retraining starts
-(tl_med.tracking.approved_source), against a real MLflow store."""
+(tl_med.retrain_start.approved_source), against a real MLflow store."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tl_med.challenger import challenger_decision
 from tl_med.errors import InputError
 from tl_med.results import PipelineResult, result_document, result_rows, results_markdown
 from tl_med.stages import SiteResult, StageContext, adapt_site, pretrain_source
-from tl_med.tracking import approved_source
+from tl_med.retrain_start import approved_source
 
 M1 = {"manifest_sha256": "m1", "negative_transfer": "false"}
 
@@ -85,7 +85,7 @@ def test_a_refused_version_shows_in_the_table_and_the_json():
 
 
 def test_retrain_starts_from_the_champion_and_falls_back_to_challenger_only_without_one(tracker):
-    from tl_med.tracking import pretrained_start
+    from tl_med.retrain_start import pretrained_start
     from tl_med.approval import approve
 
     client, name = tracker.client, "tlmed-liver-north"

@@ -4,7 +4,7 @@ Layout: one experiment per task (``tlmed-<task>``); a parent run per site adapta
 child run per strategy and baseline; the source pretraining is its own run. A site's model is
 registered as ``tlmed-<task>-<site>``; a new site version takes the alias ``challenger`` unless
 :func:`tl_med.challenger.challenger_decision` refuses it (:meth:`Tracker.register_candidate`).
-Unattended retraining starts from the source model's ``champion`` (:func:`approved_source`).
+Where unattended retraining starts (the source model's ``champion``) is :mod:`tl_med.retrain_start`.
 
 Example:
     >>> # tracker = Tracker("sqlite:////abs/ws/mlflow.db", "tlmed-liver", artifact_root=ws.mlflow_artifacts)
@@ -28,17 +28,16 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
-from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 import tl_med
 from tl_med.challenger import challenger_decision
-from tl_med.errors import InputError, TlMedError
+from tl_med.errors import TlMedError
 from tl_med.mlflow_store import mlflow_client
 
-__all__ = ["pretrained_start", "Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "experiment_tags",
-           "ui_address", "VIEW_KEY", "Registration", "SourceStart", "approved_source"]
+__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "experiment_tags",
+           "ui_address", "VIEW_KEY", "Registration"]
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -51,69 +50,6 @@ class Registration:
     version: str
     challenger: bool
     reason: str
-
-
-@dataclass(frozen=True)
-class SourceStart:
-    """Where unattended retraining starts: a pinned ``models:/<name>/<version>`` URI, the alias it
-    was resolved from, and the fallback line ('' when the approved ``champion`` was used)."""
-
-    uri: str
-    name: str
-    version: str
-    alias: str
-    fallback: str = ""
-
-    def tags(self) -> dict[str, str]:
-        """The MLflow run tags that record the resolution."""
-        return {"pretrained_model": self.name, "pretrained_version": self.version, "pretrained_alias": self.alias,
-                **({"pretrained_fallback": self.fallback} if self.fallback else {})}
-
-
-def _ever_approved(client: MlflowClient, name: str) -> list[str]:
-    """Versions a person approved as champion (``decision.<time>`` model tags, tl_med.approval)."""
-    approved = []
-    for key, value in (client.get_registered_model(name).tags or {}).items():
-        if key.startswith("decision."):
-            try:
-                d = json.loads(value)
-            except ValueError:
-                continue
-            if d.get("decision") == "approved":
-                approved.append(str(d.get("version", "")))
-    return approved
-
-
-def approved_source(client: MlflowClient, name: str) -> SourceStart:
-    """The source model version unattended retraining starts from, resolved now.
-
-    Its ``champion``; only when ``name`` has never had an approved champion, its ``challenger``
-    (with a fallback line to record and show). A model that had a champion but has none now, or no
-    version at all, raises :class:`InputError`: an unapproved model is never used silently.
-    """
-    def by_alias(alias: str):
-        try:
-            return client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            return None
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        raise InputError(f"no source model '{name}' is registered: run the pipeline (tl-med run) first, "
-                         "or give a pretrained source (--pretrained, or retrain.pretrained in sites.yaml)") from None
-    if (champion := by_alias(CHAMPION)) is not None:
-        return SourceStart(f"models:/{name}/{champion.version}", name, str(champion.version), CHAMPION)
-    if approved := _ever_approved(client, name):
-        raise InputError(f"source model '{name}' has no champion now, but v{approved[-1]} was approved before: "
-                         "not falling back to the unapproved challenger; approve a version "
-                         "(tl-med approve) or give a pretrained source")
-    if (challenger := by_alias(CHALLENGER)) is None:
-        raise InputError(f"source model '{name}' has neither a champion nor a challenger: run the pipeline "
-                         "(tl-med run) first, or give a pretrained source")
-    return SourceStart(f"models:/{name}/{challenger.version}", name, str(challenger.version), CHALLENGER,
-                       f"no approved source model (champion) of {name}; started from challenger "
-                       f"v{challenger.version}")
 
 
 # The MLflow UI opens an experiment as training runs (not MLflow 3's GenAI overview) with this tag.
@@ -398,18 +334,3 @@ class Tracker:
 
     def log_json(self, run_id: str, data: Any, path: str) -> None:
         self.client.log_text(run_id, json.dumps(data, indent=2, default=str), path)
-
-
-def pretrained_start(tracker: Tracker, task: str, source: str,
-                     given: str | None) -> tuple[str, dict[str, str], str]:
-    """Where a retrain starts: (source, MLflow run tags, status line).
-
-    ``given`` (the run's ``pretrained`` or the site's ``retrain.pretrained``) is used as it is.
-    Otherwise the ``source`` site's model's ``champion`` is resolved now and pinned to its version; its
-    ``challenger`` only when it never had a champion (tag ``pretrained_fallback``).
-    """
-    if given:
-        return given, {}, f"starting from {given}"
-    chosen = approved_source(tracker.client, registered_model_name(task, source))
-    line = chosen.fallback or f"starting from the approved source model {chosen.name} v{chosen.version} (champion)"
-    return chosen.uri, chosen.tags(), line
