@@ -42,10 +42,8 @@ from tl_med.sites import SitesConfig
 DEPLOYMENT = "site-retrain"
 FULL_NAME = f"{site_retrain.name}/{DEPLOYMENT}"
 INFERENCE_DEPLOYMENT = "site-inference"
-INFERENCE_FULL_NAME = f"{site_inference.name}/{INFERENCE_DEPLOYMENT}"
 INFERENCE_EVERY = timedelta(minutes=15)
 FEDERATED_DEPLOYMENT = "federated-pretrain"
-FEDERATED_FULL_NAME = f"{federated_pretrain_flow.name}/{FEDERATED_DEPLOYMENT}"
 
 
 def schedules(sites: SitesConfig) -> list:
@@ -110,6 +108,15 @@ def build_federated_deployment(*, workspace: str, sites_file: str, profile: str 
     )
 
 
+def build_deployments(sites: SitesConfig, *, workspace: str, sites_file: str, profile: str = "demo",
+                      config_file: str | None = None) -> list[RunnerDeployment]:
+    """Every tl_med deployment: ``site-retrain``, ``site-inference`` and ``federated-pretrain``."""
+    common = dict(workspace=workspace, sites_file=sites_file)
+    return [build_deployment(sites, **common, profile=profile, config_file=config_file),
+            build_inference_deployment(sites, **common),
+            build_federated_deployment(**common, profile=profile, config_file=config_file)]
+
+
 def trigger_retrain(parameters: dict, *, wait: bool, server: str):
     """Start a ``site-retrain`` run through the API (tags ``trigger:manual``, ``site:<name>``);
     the finished run when ``wait``, else the scheduled one."""
@@ -144,18 +151,11 @@ def main() -> None:  # pragma: no cover - exercised by the docker deploy step, n
     args = parser.parse_args()
     ws = resolve_workspace(args.workspace)
     sites_file = str(Path(args.sites).resolve())
-    deployment = build_deployment(load_sites(Path(sites_file), ws.root), workspace=str(ws.root),
-                                  sites_file=sites_file, profile=args.profile)
-    deployment_id = deployment.apply(work_pool_name=args.work_pool)
-    print(f"deployment {FULL_NAME} ({deployment_id}) registered on work pool {args.work_pool}")
-    inference = build_inference_deployment(load_sites(Path(sites_file), ws.root), workspace=str(ws.root),
-                                           sites_file=sites_file)
-    inference_id = inference.apply(work_pool_name=args.work_pool)
-    print(f"deployment {INFERENCE_FULL_NAME} ({inference_id}) registered on work pool {args.work_pool}")
-    federated = build_federated_deployment(workspace=str(ws.root), sites_file=sites_file, profile=args.profile)
-    federated_id = federated.apply(work_pool_name=args.work_pool)
-    print(f"deployment {FEDERATED_FULL_NAME} ({federated_id}) registered on work pool {args.work_pool}")
-
+    for deployment in build_deployments(load_sites(Path(sites_file), ws.root), workspace=str(ws.root),
+                                        sites_file=sites_file, profile=args.profile):
+        deployment_id = deployment.apply(work_pool_name=args.work_pool)
+        print(f"deployment {deployment.flow_name}/{deployment.name} ({deployment_id}) registered on work pool "
+              f"{args.work_pool}")
 
 if __name__ == "__main__":
     main()

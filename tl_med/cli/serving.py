@@ -148,17 +148,13 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
     server = _prefect_server()
     ws.ensure()
     ws.activate()
-    from flows.deploy import (FEDERATED_FULL_NAME, FULL_NAME, INFERENCE_FULL_NAME, build_deployment,
-                              build_federated_deployment, build_inference_deployment, serve_deployment)
+    from flows.deploy import build_deployments, serve_deployment
     from flows.tasks import ensure_gpu_limit
     from flows.watch import watch
 
     slots = ensure_gpu_limit(gpu_slots)
-    deployment = build_deployment(registry, workspace=str(ws.root), sites_file=str(sites_file), profile=profile,
-                                  config_file=str(config.resolve()) if config else None)
-    inference = build_inference_deployment(registry, workspace=str(ws.root), sites_file=str(sites_file))
-    federated = build_federated_deployment(workspace=str(ws.root), sites_file=str(sites_file), profile=profile,
-                                           config_file=str(config.resolve()) if config else None)
+    deployments = build_deployments(registry, workspace=str(ws.root), sites_file=str(sites_file), profile=profile,
+                                    config_file=str(config.resolve()) if config else None)
     stop = threading.Event()
     watchers = _watchers(registry, ws, quiet_seconds) if watch_inboxes else []
     watched = [s.name for s in registry.sites if s.inbox is not None or s.pacs is not None] if watchers else []
@@ -166,11 +162,11 @@ def serve(workspace: WorkspaceOpt = None, sites: SitesOpt = REPO_SITES, profile:
         threading.Thread(target=watch, args=(watchers, stop), kwargs={"interval": poll_seconds},
                          name="site-watcher", daemon=True).start()
     scheduled = [f"{s.name} ({s.schedule.cron} {s.schedule.timezone})" for s in registry.targets if s.schedule]
-    console.print(f"serving {FULL_NAME}, {INFERENCE_FULL_NAME} and {FEDERATED_FULL_NAME} (on demand) on {server}; "
+    console.print(f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in deployments)} on {server}; "
                   f"schedules: {', '.join(scheduled) or 'none'}; "
                   f"inboxes/PACS watched: {', '.join(watched) or 'none'}; gpu slots: {slots}", markup=False)
     try:
-        serve_deployment(deployment, inference, federated)
+        serve_deployment(*deployments)
     finally:
         stop.set()
 
