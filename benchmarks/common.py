@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SYNTHETIC_TARGETS = ("east", "west", "south", "external")
+SYNTHETIC_TARGETS = ("east", "west", "south", "midland", "external")
 N_TEST, N_VAL = 12, 4  # per synthetic target site
 
 

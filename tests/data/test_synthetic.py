@@ -70,3 +70,16 @@ def test_the_held_out_site_is_a_coronal_t1_mr_whose_label_lies_on_its_liver(tmp_
     expected = max(values) * (values[3] / max(values)) ** PROFILES["south"].gamma
     assert abs(np.median(volume[liver]) / expected - 1) < 0.15
     assert values[3] > values[4] > values[2]  # T1: liver brighter than spleen and muscle (CT source: equal)
+
+
+def test_the_flair_like_held_out_site_orders_its_tissues_unlike_every_other_site(tmp_path: Path):
+    generate_sites(tmp_path, [SyntheticSite("midland", "midland", 1)], seed=0, downsample=2)
+    first = pydicom.dcmread(next((tmp_path / "midland" / "dicom" / "study_0001" / "series_1").iterdir()))
+    assert first.SOPClassUID.name == "MR Image Storage" and list(first.ScanningSequence) == ["SE", "IR"]
+    assert float(first.InversionTime) == 2500.0
+    order = {name: sorted(range(len(p.tissue_values)), key=p.tissue_values.__getitem__)
+             for name, p in PROFILES.items()}
+    # fat, flow voids and fluid-heavy kidneys dark; spleen > liver > muscle: a tissue order no other site has
+    assert sum(o == order["midland"] for o in order.values()) == 1
+    values = PROFILES["midland"].tissue_values
+    assert values[4] > values[3] > values[2] > values[1] and values[5] < values[3]

@@ -150,6 +150,18 @@ _HELD_OUT = dict(
         acquisition={"MagneticFieldStrength": 3.0, "RepetitionTime": 5.5, "EchoTime": 2.3,
                      "ScanningSequence": "GR", "SequenceVariant": "SP", "MRAcquisitionType": "3D"},
     ),
+    # Added after every setting was chosen, to check the zero-label recipe on a contrast nobody looked at.
+    midland=ScannerProfile(
+        modality="MR", manufacturer="SIEMENS", model="MAGNETOM Sola", orientation="axial",
+        rows=96, cols=96, pixel_spacing=2.2, n_slices=36, slice_spacing=6.0,
+        # fat-saturated, fluid-attenuated T2 (FLAIR-like): dark fat, fluid and flow voids, spleen above
+        # liver above muscle, kidneys darker than the liver; thick slices and low SNR
+        tissue_values=(0, 70, 150, 230, 310, 190, 50, 30),
+        bias=0.5, noise=20.0, blur_mm=2.0,
+        acquisition={"MagneticFieldStrength": 1.5, "RepetitionTime": 9000.0, "EchoTime": 85.0,
+                     "InversionTime": 2500.0, "ScanningSequence": ["SE", "IR"], "SequenceVariant": "SK",
+                     "MRAcquisitionType": "2D"},
+    ),
 )
 
 PROFILES: dict[str, ScannerProfile] = {**_CT_MR, **_HELD_OUT}

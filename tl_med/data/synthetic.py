@@ -83,7 +83,7 @@ def _fake_patient(site: str, index: int, rng: np.random.Generator) -> FakePatien
         study_date=f"2024{int(rng.integers(10, 13))}{int(rng.integers(10, 29))}",
         accession=f"ZZACC{index:06d}",
         institution=f"{site.title()} Synthetic General Hospital",
-        station=f"ZZSTATION-{site.upper()}",
+        station=f"ZZSTATION-{site.upper()}"[:16],  # SH: at most 16 characters
         device_serial=f"ZZSERIAL-{site.upper()}-{index:04d}",
         referring_physician="ZZDOC^NOTREAL",
         study_description=f"ZZSTUDY ABDOMEN {_FIRST[index % len(_FIRST)]}",
