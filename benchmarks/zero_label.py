@@ -3,7 +3,9 @@
 For each target site and each source model (``--pretrain-augment``: one per training augmentation,
 e.g. ``intensity,contrast``), every zero-label recipe in ``--recipes`` (``none`` = the source model
 as it is; otherwise comma-free ``+``-joined steps of ``tl_med.catalogue.STEPS``, e.g.
-``mean_teacher+self_training``) adapts the source model with no target label, × ``--seeds``.
+``mean_teacher+self_training``, optionally ``@<augmentation>`` for the augmentation of the patches
+it trains on, e.g. ``mean_teacher@contrast``) adapts the source model with no target label for
+``--recipe-epochs``, × ``--seeds``.
 The **oracle** is a network trained from scratch on every labelled target training case (one per
 seed). Each model is evaluated on the site's untouched test split the way the pipeline reports
 it: whole-image inference, Dice on each image's own grid. Beside the Dice, the label-free quality
@@ -20,6 +22,7 @@ Usage::
     python benchmarks/zero_label.py                            # ~25 min on 2 CPU cores
     python benchmarks/zero_label.py --sites east --seeds 1     # a quick look
     python benchmarks/zero_label.py --recipes none,self_training,mean_teacher,adabn,harmonise
+    python benchmarks/zero_label.py --pretrain-augment intensity --recipes none,mean_teacher@contrast
     python benchmarks/zero_label.py --sites-file /data/sites.yaml --workspace /data/tlmed-zero   # your sites
 """
 
@@ -44,8 +47,15 @@ def _args():
     common.add_options(ap, sites="east,west,south", pretrain_epochs=300)
     ap.add_argument("--recipes", default="none,self_training,mean_teacher,mean_teacher+self_training")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--recipe-epochs", type=int, help="epochs of each recipe (default: --epochs, as the oracle)")
     ap.add_argument("--pretrain-augment", default="intensity,contrast")
     return ap.parse_args()
+
+
+def _parse_recipe(recipe: str) -> tuple[tuple[str, ...], str | None]:
+    """``steps[@augmentation]`` → (steps, augmentation or None); ``none`` is the source model as it is."""
+    body, _, augment = recipe.partition("@")
+    return (() if body in ("none", "") else tuple(body.split("+"))), (augment or None)
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -58,7 +68,7 @@ def main() -> None:
     silence_known_noise()
     args = _args()
 
-    from tl_med.catalogue import STEPS
+    from tl_med.catalogue import AUGMENTATIONS, STEPS
     from tl_med.data.loaders import loader_factory
     from tl_med.manifests import datalist
     from tl_med.models.zoo import resolve_device
@@ -67,9 +77,12 @@ def main() -> None:
 
     recipes = [r for r in args.recipes.split(",") if r]
     variants = [v for v in args.pretrain_augment.split(",") if v]
-    unknown = sorted({s for r in recipes if r != "none" for s in r.split("+")} - set(STEPS))
+    parsed = {r: _parse_recipe(r) for r in recipes}
+    unknown = sorted({s for steps, _ in parsed.values() for s in steps} - set(STEPS))
     if unknown:
         sys.exit(f"error: unknown step(s) in --recipes: {', '.join(unknown)} (known: {', '.join(STEPS)})")
+    if bad := sorted({a for _, a in parsed.values() if a} - set(AUGMENTATIONS)):
+        sys.exit(f"error: unknown augmentation(s) in --recipes: {', '.join(bad)} (known: {', '.join(AUGMENTATIONS)})")
     start = time.perf_counter()
     root = args.workspace or Path(tempfile.mkdtemp(prefix="tlmed-zero-"))
     ws = Workspace(root.resolve()).ensure()
@@ -80,6 +93,15 @@ def main() -> None:
     tracker = Tracker(ws.tracking_uri, "tlmed-benchmarks", ws.mlflow_artifacts)
     states = common.sources(args, ws, tracker, sites, variants, start)
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
+    epochs = args.recipe_epochs or cfg.adapt.epochs
+
+    def recipe_setup(augment: str | None):
+        """The config and loaders of one recipe: its epochs, and its augmentation when it names one."""
+        kind = augment or cfg.adapt.augment
+        rcfg = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"epochs": epochs, "augment": kind})})
+        return rcfg, (make if kind == "intensity" else loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed,
+                                                                      augment=kind))
+
     rows: list[dict] = []
     summary: dict[str, dict] = {}
     for site in sites.targets:
@@ -104,9 +126,10 @@ def main() -> None:
                     if recipe == "none" and seed > 0:
                         continue  # deterministic
                     t0 = time.perf_counter()
-                    steps = () if recipe == "none" else tuple(recipe.split("+"))
-                    method = "source_only" if recipe == "none" else "da"
-                    record(recipe, variant, seed, *common.run_method(cfg, make, method, [], data, states[variant],
+                    steps, augment = parsed[recipe]
+                    method = "da" if steps or augment else "source_only"
+                    rcfg, rmake = recipe_setup(augment)
+                    record(recipe, variant, seed, *common.run_method(rcfg, rmake, method, [], data, states[variant],
                                                                      seed, device, steps), t0)
         summary[site] = _summarise(site, [r for r in rows if r["site"] == site], variants[0])
     summary["median_recovery"] = _median_recovery(summary)

@@ -22,13 +22,15 @@ def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
 def test_zero_label_benchmark_measures_the_sites_of_a_sites_file(workspace, tmp_path):
     ws, sites_file = workspace  # a DICOM source and target, paths relative to the workspace
     proc = _bench("zero_label.py", "--sites-file", str(sites_file), "--sites-root", str(ws.root),
-                  "--workspace", str(tmp_path / "bench"), "--recipes", "none,self_training",
+                  "--workspace", str(tmp_path / "bench"), "--recipes", "none,self_training,mean_teacher@contrast",
                   "--pretrain-augment", "intensity", *TINY)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "source model (intensity augmentation): test Dice" in proc.stdout and "at north" in proc.stdout
     summary = json.loads((tmp_path / "bench" / "zero-label" / "summary.json").read_text())
-    assert set(summary["east"]) >= {"oracle_dice", "source_only_dice", "intensity/none", "intensity/self_training"}
+    assert set(summary["east"]) >= {"oracle_dice", "source_only_dice", "intensity/none", "intensity/self_training",
+                                    "intensity/mean_teacher@contrast"}
     assert 0 <= summary["east"]["intensity/self_training"]["dice"] <= 1
+    assert 0 <= summary["east"]["intensity/mean_teacher@contrast"]["dice"] <= 1
 
 
 def test_benchmark_refuses_an_unknown_site_or_file_in_one_line(workspace, tmp_path):
@@ -36,6 +38,9 @@ def test_benchmark_refuses_an_unknown_site_or_file_in_one_line(workspace, tmp_pa
     proc = _bench("label_efficiency.py", "--sites-file", str(sites_file), "--sites-root", str(ws.root),
                   "--sites", "west", "--workspace", str(tmp_path / "bench"))
     assert proc.returncode != 0 and proc.stderr.strip() == "error: unknown target site(s) west (known: east)"
+    proc = _bench("zero_label.py", "--recipes", "none,mean_teacher@sepia")
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        "error: unknown augmentation(s) in --recipes: sepia (known: none, intensity, contrast)"]
     proc = _bench("label_efficiency.py", "--sites-file", str(tmp_path / "missing.yaml"))
     assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
         f"error: --sites-file {tmp_path / 'missing.yaml'} does not exist"]
