@@ -36,6 +36,7 @@ from tl_med.stages.common import (SiteResult, StageContext, check_trainable, che
                                   window)
 from tl_med.tracking import CHALLENGER, Registration, Tracker, registered_model_name
 from tl_med.train import seed_everything
+from tl_med.zero_label import source_augmentation, zero_label_caveat
 
 __all__ = ["adapt_site"]
 
@@ -291,12 +292,16 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     transfer = transfer_weights(build_network(target_spec.network), state)
     transfer.require(ac.min_transfer_share, pretrained)  # before any run exists
     note(f"{site}: {transfer.describe()}")
+    source_augment = source_augmentation(pretrained, ctx.tracker.client)
+    if not splits["training"] and (caveat := zero_label_caveat(site, pretrained, source_augment)):
+        note(caveat)
     label = ac.strategy + "".join(f"+{s}" for s in ac.steps)
     data = _adapt_data(ctx, manifest_path, splits, source_manifest)
     source_spec = model_spec(ctx, load_manifest(source_manifest).name, source_manifest) if source_manifest else None
     with checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained) as ckpt, \
             ctx.tracker.run(f"adapt-{site}", tags=run_tags(ctx, site, manifest_path, role="target", strategy="parent",
-                                                        pretrained_source=pretrained)) as parent:
+                                                        pretrained_source=pretrained,
+                                                        source_augment=source_augment or "unknown")) as parent:
         job = _SiteJob(ctx, site, manifest_path, pretrained, splits, state,
                        datalist(source_manifest, "test") if source_manifest else [],
                        target_spec, source_spec, ckpt, parent,

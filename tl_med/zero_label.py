@@ -1,0 +1,54 @@
+"""Is this source model fit to adapt a site that has no labels?
+
+With no target label, what the source model learnt decides most of the outcome: in the benchmarks
+(README, "How many labels does transfer save"), a source pretrained with ``intensity`` augmentation
+recovers about 0 % of the gap to the oracle where the tissue contrast changes, whatever zero-label
+step follows, while a source pretrained long with ``contrast`` augmentation recovers most of it.
+The source stage records its training augmentation and epochs as tags of the registered version
+(``augment``, ``epochs``); a zero-label adaptation reads them, tags its run with them and warns in
+one line when the source was not trained for contrast changes.
+
+Example:
+    >>> zero_label_caveat("east", "models:/tlmed-liver-north@challenger", "intensity")[:40]
+    'east: no target labels, and the source m'
+    >>> zero_label_caveat("east", "models:/tlmed-liver-north@challenger", "contrast") is None
+    True
+"""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+__all__ = ["ROBUST_AUGMENT", "source_augmentation", "zero_label_caveat"]
+
+# the pretraining augmentation that makes a source model survive a change of tissue contrast
+ROBUST_AUGMENT = "contrast"
+
+
+def source_augmentation(source: str, client: MlflowClient) -> str | None:
+    """The training augmentation a registered source version records (its ``augment`` tag), for a
+    ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` source; ``None`` when it is unknown
+    (a bundle, a checkpoint, a run, a version from before the tag, or one that cannot be read)."""
+    if not source.startswith("models:/"):
+        return None
+    ref = source.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            version = client.get_model_version_by_alias(*ref.split("@", 1))
+        else:
+            version = client.get_model_version(*ref.rsplit("/", 1))
+    except (MlflowException, ValueError, TypeError):
+        return None
+    return version.tags.get("augment") or None
+
+
+def zero_label_caveat(site: str, source: str, augment: str | None) -> str | None:
+    """One line for a zero-label adaptation from a source not trained for contrast changes (``None``
+    when it was)."""
+    if augment == ROBUST_AUGMENT:
+        return None
+    how = f"with '{augment}' augmentation" if augment else "with an unrecorded augmentation"
+    return (f"{site}: no target labels, and the source model {source} was pretrained {how}: where the tissue "
+            f"contrast changes, expect little of the gap to close (benchmarks: about 0 %); a source pretrained "
+            f"long with pretrain.augment: {ROBUST_AUGMENT} closed most of it (README, 'Zero target labels')")
