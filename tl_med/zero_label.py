@@ -20,6 +20,8 @@ from __future__ import annotations
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tl_med.models.pretrained import registered_version
+
 __all__ = ["ROBUST_AUGMENT", "source_augmentation", "zero_label_caveat"]
 
 # the pretraining augmentation that makes a source model survive a change of tissue contrast
@@ -32,12 +34,8 @@ def source_augmentation(source: str, client: MlflowClient) -> str | None:
     (a bundle, a checkpoint, a run, a version from before the tag, or one that cannot be read)."""
     if not source.startswith("models:/"):
         return None
-    ref = source.removeprefix("models:/")
     try:
-        if "@" in ref:
-            version = client.get_model_version_by_alias(*ref.split("@", 1))
-        else:
-            version = client.get_model_version(*ref.rsplit("/", 1))
+        version = registered_version(source, client)
     except (MlflowException, ValueError, TypeError):
         return None
     return version.tags.get("augment") or None

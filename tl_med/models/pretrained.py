@@ -39,9 +39,12 @@ from tl_med.errors import InputError
 from tl_med.tracking import Tracker
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
     from tl_med.workspace import Workspace
 
-__all__ = ["TransferReport", "load_state", "transfer_weights"]
+__all__ = ["TransferReport", "load_state", "registered_version", "transfer_weights"]
 
 
 @dataclass(frozen=True)
@@ -91,15 +94,17 @@ class TransferReport:
                              "network.* against the source's architecture")
 
 
-def _registered_run_uri(source: str, tracker: Tracker) -> str:
+def registered_version(source: str, client: MlflowClient) -> ModelVersion:
+    """The registry version a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names
+    (MLflow's exceptions when it names none)."""
     ref = source.removeprefix("models:/")
     if "@" in ref:
-        name, alias = ref.split("@", 1)
-        version = tracker.client.get_model_version_by_alias(name, alias)
-    else:
-        name, number = ref.rsplit("/", 1)
-        version = tracker.client.get_model_version(name, number)
-    return f"runs:/{version.run_id}/weights"
+        return client.get_model_version_by_alias(*ref.split("@", 1))
+    return client.get_model_version(*ref.rsplit("/", 1))
+
+
+def _registered_run_uri(source: str, tracker: Tracker) -> str:
+    return f"runs:/{registered_version(source, tracker.client).run_id}/weights"
 
 
 def _bundle_root(path: Path, extract_to: Path | None) -> Path:
