@@ -1,12 +1,12 @@
 """Is this source model fit to adapt a site that has no labels?
 
 With no target label, what the source model learnt decides most of the outcome: in the benchmarks
-(README, "How many labels does transfer save"), a source pretrained with ``intensity`` augmentation
+(README, "Zero target labels"), a source pretrained with ``intensity`` augmentation
 recovers about 0 % of the gap to the oracle where the tissue contrast changes, whatever zero-label
 step follows, while a source pretrained long with ``contrast`` augmentation recovers most of it.
 The source stage records its training augmentation and epochs as tags of the registered version
-(``augment``, ``epochs``); a zero-label adaptation reads them, tags its run with them and warns in
-one line when the source was not trained for contrast changes.
+(``augment``, ``epochs``); a zero-label adaptation reads the augmentation, tags its parent run with
+it (``source_augment``) and warns in one line when the source was not trained for contrast changes.
 
 Example:
     >>> zero_label_caveat("east", "models:/tlmed-liver-north@challenger", "intensity")[:40]
