@@ -56,6 +56,10 @@ def add_options(ap: argparse.ArgumentParser, *, sites: str, pretrain_epochs: int
                     help="anatomical variation of the synthetic liver (1 = the demo's; 3 makes a fixed location "
                          "prior weak)")
     ap.add_argument("--pretrain-epochs", type=int, default=pretrain_epochs)
+    ap.add_argument("--source", metavar="URI",
+                    help="start every transfer from this source model instead of pretraining one: a registered "
+                         "version in the workspace's MLflow (models:/<name>@champion, models:/<name>/<version>), "
+                         "a MONAI bundle or a checkpoint; --pretrain-augment and --pretrain-epochs are then unused")
     ap.set_defaults(default_sites=sites)
 
 
@@ -183,10 +187,13 @@ def site_data(sites: Sites, site: str) -> dict:
 
 def sources(args: argparse.Namespace, ws, tracker, sites: Sites, variants: list[str],
             start: float) -> dict[str, dict]:
-    """One source model per pretraining augmentation, trained by the pipeline's own stage: its
-    weights, by augmentation."""
+    """The source models' weights, by name: with ``--source``, that one model (named by the
+    augmentation its registered version records, else ``given``); otherwise one per pretraining
+    augmentation in ``variants``, trained by the pipeline's own stage."""
     from tl_med.stages import StageContext, pretrain_source
 
+    if args.source:
+        return _given_source(args.source, ws, tracker, sites)
     states = {}
     for variant in variants:
         source = pretrain_source(StageContext(ws=ws, cfg=config(args, variant, sites.task),
@@ -196,6 +203,23 @@ def sources(args: argparse.Namespace, ws, tracker, sites: Sites, variants: list[
         print(f"source model ({variant} augmentation): test Dice {source.test_dice:.3f} at {sites.source} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     return states
+
+
+def _given_source(source: str, ws, tracker, sites: Sites) -> dict[str, dict]:
+    """``--source``: its weights (a bad source is one ``error:`` line), named by the augmentation
+    its registered version records; its Dice on the source site's test split when that site is here."""
+    from tl_med.errors import InputError
+    from tl_med.models.pretrained import load_state
+    from tl_med.zero_label import source_augmentation
+
+    try:
+        state = load_state(source, tracker, ws)
+    except InputError as exc:
+        sys.exit(f"error: --source: {exc}")
+    name = source_augmentation(source, tracker.client) or "given"
+    print(f"source model: {source} ({name if name != 'given' else 'unrecorded'} augmentation), not retrained",
+          flush=True)
+    return {name: state}
 
 
 def window(cfg):

@@ -125,6 +125,7 @@ def main() -> None:
     args = _args()
     import torch
 
+    from tl_med.catalogue import AUGMENTATIONS
     from tl_med.data.loaders import loader_factory
     from tl_med.manifests import datalist
     from tl_med.models.zoo import resolve_device
@@ -133,7 +134,7 @@ def main() -> None:
 
     methods = tuple(m for m in args.methods.split(",") if m)
     variants = [v for v in args.pretrain_augment.split(",") if v]
-    if unknown := sorted(set(methods) - set(METHODS)) or sorted(set(variants) - {"none", "intensity", "contrast"}):
+    if unknown := sorted(set(methods) - set(METHODS)) or sorted(set(variants) - set(AUGMENTATIONS)):
         sys.exit(f"error: unknown method or augmentation: {', '.join(unknown)}")
 
     def label(method: str, variant: str) -> str:
@@ -152,6 +153,7 @@ def main() -> None:
                     for s, m in manifests.items()))
     tracker = Tracker(ws.tracking_uri, "tlmed-benchmarks", ws.mlflow_artifacts)
     states = common.sources(args, ws, tracker, sites, variants, start)
+    variants = list(states)  # --source: the one given model
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
     da_steps = tuple(s for s in args.da_steps.split(",") if s)
     rows: list[dict] = []

@@ -81,8 +81,8 @@ def main() -> None:
     unknown = sorted({s for steps, _ in parsed.values() for s in steps} - set(STEPS))
     if unknown:
         sys.exit(f"error: unknown step(s) in --recipes: {', '.join(unknown)} (known: {', '.join(STEPS)})")
-    if bad := sorted({a for _, a in parsed.values() if a} - set(AUGMENTATIONS)):
-        sys.exit(f"error: unknown augmentation(s) in --recipes: {', '.join(bad)} (known: {', '.join(AUGMENTATIONS)})")
+    if bad := sorted(({a for _, a in parsed.values() if a} | set(variants)) - set(AUGMENTATIONS)):
+        sys.exit(f"error: unknown augmentation(s) in --recipes or --pretrain-augment: {', '.join(bad)} (known: {', '.join(AUGMENTATIONS)})")
     start = time.perf_counter()
     root = args.workspace or Path(tempfile.mkdtemp(prefix="tlmed-zero-"))
     ws = Workspace(root.resolve()).ensure()
@@ -92,6 +92,7 @@ def main() -> None:
     manifests = sites.manifests
     tracker = Tracker(ws.tracking_uri, "tlmed-benchmarks", ws.mlflow_artifacts)
     states = common.sources(args, ws, tracker, sites, variants, start)
+    variants = list(states)  # --source: the one given model
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
     epochs = args.recipe_epochs or cfg.adapt.epochs
 
@@ -99,8 +100,7 @@ def main() -> None:
         """The config and loaders of one recipe: its epochs, and its augmentation when it names one."""
         kind = augment or cfg.adapt.augment
         rcfg = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"epochs": epochs, "augment": kind})})
-        return rcfg, (make if kind == "intensity" else loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed,
-                                                                      augment=kind))
+        return rcfg, loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed, augment=kind)
 
     rows: list[dict] = []
     summary: dict[str, dict] = {}

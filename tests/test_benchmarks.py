@@ -32,6 +32,16 @@ def test_zero_label_benchmark_measures_the_sites_of_a_sites_file(workspace, tmp_
     assert 0 <= summary["east"]["intensity/self_training"]["dice"] <= 1
     assert 0 <= summary["east"]["intensity/mean_teacher@contrast"]["dice"] <= 1
 
+    # the registered source, measured again without pretraining (as a site measures its champion)
+    proc = _bench("label_efficiency.py", "--sites-file", str(sites_file), "--sites-root", str(ws.root),
+                  "--workspace", str(tmp_path / "bench"), "--source", "models:/tlmed-liver-north/1",
+                  "--ks", "0,1", "--methods", "scratch,finetune", *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "source model: models:/tlmed-liver-north/1 (intensity augmentation), not retrained" in proc.stdout
+    assert "test Dice" not in proc.stdout.split("source model:")[0]  # nothing was pretrained
+    rows = (tmp_path / "bench" / "label-efficiency" / "label_efficiency.csv").read_text()
+    assert ",finetune,1," in rows and ",source_only,0," in rows
+
 
 def test_benchmark_refuses_an_unknown_site_or_file_in_one_line(workspace, tmp_path):
     ws, sites_file = workspace
@@ -40,7 +50,11 @@ def test_benchmark_refuses_an_unknown_site_or_file_in_one_line(workspace, tmp_pa
     assert proc.returncode != 0 and proc.stderr.strip() == "error: unknown target site(s) west (known: east)"
     proc = _bench("zero_label.py", "--recipes", "none,mean_teacher@sepia")
     assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
-        "error: unknown augmentation(s) in --recipes: sepia (known: none, intensity, contrast)"]
+        "error: unknown augmentation(s) in --recipes or --pretrain-augment: sepia (known: none, intensity, contrast)"]
+    proc = _bench("label_efficiency.py", "--sites-file", str(sites_file), "--sites-root", str(ws.root),
+                  "--workspace", str(tmp_path / "bench"), "--source", "models:/tlmed-liver-north/9")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: --source: pretrained source models:/tlmed-liver-north/9")
     proc = _bench("label_efficiency.py", "--sites-file", str(tmp_path / "missing.yaml"))
     assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
         f"error: --sites-file {tmp_path / 'missing.yaml'} does not exist"]
