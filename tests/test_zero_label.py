@@ -1,34 +1,25 @@
 """A zero-label adaptation knows how its source model was trained, and says when it will not help."""
 
-import logging
+import io
 
 import pytest
+from rich.console import Console
 
-from tl_med.progress import progress_logger
+from tl_med.cli.output import progress_view
 from tl_med.stages import StageContext, adapt_site, pretrain_source
 from tl_med.zero_label import source_augmentation, zero_label_caveat
 
 
-class _Notes(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = record.tl_med_progress
-        if event.kind == "note":
-            self.lines.append(event.description)
-
-
 @pytest.fixture
-def notes():
-    handler, logger = _Notes(), progress_logger()
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def printed():
+    """What the user's front end prints (wide, so that no line wraps)."""
+    buf = io.StringIO()
+    with progress_view(Console(file=buf, width=1000)):
+        yield buf
+
+
+def _caveats(buf: io.StringIO) -> list[str]:
+    return [line for line in buf.getvalue().splitlines() if "no target labels" in line]
 
 
 def test_caveat_names_the_site_source_and_augmentation_and_is_silent_for_a_contrast_source():
@@ -47,7 +38,7 @@ def test_source_augmentation_is_unknown_for_anything_but_a_readable_registered_v
     assert source_augmentation("models:/no-such-model/1", client) is None
 
 
-def test_zero_label_adaptation_from_an_intensity_source_warns_and_tags_the_run(ingested, tiny_cfg, tracker, notes):
+def test_zero_label_adaptation_from_an_intensity_source_warns_and_tags_the_run(ingested, tiny_cfg, tracker, printed):
     ws, _ = ingested
     cfg = tiny_cfg.model_copy(update={"adapt": tiny_cfg.adapt.model_copy(
         update={"n_labelled": 0, "steps": ("mean_teacher",), "epochs": 1})})
@@ -58,9 +49,9 @@ def test_zero_label_adaptation_from_an_intensity_source_warns_and_tags_the_run(i
     uri = f"models:/{src.model_name}@challenger"
     assert source_augmentation(uri, tracker.client) == cfg.pretrain.augment == "intensity"
     res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=uri, source_manifest=ws.site_manifest("north"))
-    assert [n for n in notes if "no target labels" in n] == [zero_label_caveat("east", uri, "intensity")]
+    assert _caveats(printed) == [zero_label_caveat("east", uri, "intensity")]
     assert tracker.client.get_run(res.parent_run_id).data.tags["source_augment"] == "intensity"
-    notes.clear()
+    printed.seek(0), printed.truncate()
     labelled = ctx.cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"n_labelled": 1, "steps": ()})})
     adapt_site(StageContext(ws=ws, cfg=labelled, tracker=tracker), "east", ws.site_manifest("east"), pretrained=uri)
-    assert not [n for n in notes if "no target labels" in n]  # labelled target cases: no caveat
+    assert not _caveats(printed)  # labelled target cases: no caveat

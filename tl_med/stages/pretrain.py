@@ -40,7 +40,7 @@ def pretrain_source(ctx: StageContext, site: str, manifest_path: Path) -> Pretra
             model_uri, name, run_id, tags={"test_dice": f"{test['dice']:.4f}", "site": site,
                                            "manifest_sha256": manifest_hash(manifest_path), "package": package,
                                            "modality": spec.modality, "augment": tc.augment,
-                                           "epochs": str(tc.epochs)},  # read by tl_med.zero_label
+                                           "epochs": str(tc.epochs)},  # augment: read by tl_med.zero_label
             description=f"Source model for {site}: test Dice {test['dice']:.3f} on {len(splits['test'])} cases.")
     return PretrainResult(site, run_id, weights_uri, name, version, test["dice"], finite(test["hd95"]),
                           len(splits["training"]), len(splits["test"]))
