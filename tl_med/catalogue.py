@@ -39,7 +39,7 @@ class StepInfo:
 
 
 # in the order they compose (tl_med.adapt.run): harmonise → train (+ coral, mean teacher) → self-training
-# → adabn → tent
+# → adabn → tent → consistency_tta (the test-time steps share adapt.tent_steps and adapt.tent_lr)
 STEPS: dict[str, StepInfo] = {
     "harmonise": StepInfo("histogram standardisation of target intensities to the source's landmarks",
                           needs_source=True),
@@ -52,6 +52,8 @@ STEPS: dict[str, StepInfo] = {
     "adabn": StepInfo("batch-norm statistics re-estimated on target images", needs_batch_norm=True),
     "tent": StepInfo("entropy minimisation of the norm layers' affine parameters on target images",
                      needs_batch_norm=True),
+    "consistency_tta": StepInfo("test-time consistency: the norm layers' affine parameters trained so that a "
+                                "perturbed view of target images predicts the flip ensemble", needs_batch_norm=True),
 }
 
 # what `tl-med adapt --labels 0` runs when no steps are given (README, "Zero target labels")

@@ -205,8 +205,8 @@ class AdaptConfig(LoopConfig):
     consistency_weight: float = Field(1.0, ge=0)  # mean_teacher
     teacher_ema: float = Field(0.99, ge=0, lt=1)
     pseudo_threshold: float = Field(0.9, gt=0.5, le=1)
-    tent_steps: int = Field(10, ge=1)
-    tent_lr: float = Field(1e-4, gt=0)
+    tent_steps: int = Field(10, ge=1)  # the test-time steps' (tent, consistency_tta) optimizer steps
+    tent_lr: float = Field(1e-4, gt=0)  # and learning rate
     negative_transfer_margin: float = Field(0.02, ge=0)
     min_transfer_share: float = Field(0.5, ge=0, le=1)
 

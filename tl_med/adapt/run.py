@@ -28,6 +28,7 @@ from monai.data import DataLoader
 from tl_med.adapt.mean_teacher import MeanTeacherLoss
 from tl_med.adapt.regularisers import EWC, L2SP, fisher_diagonal
 from tl_med.adapt.strategies import build_strategy
+from tl_med.adapt.consistency import consistency_tta
 from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
 from tl_med.catalogue import STEPS
 from tl_med.checkpoint import Checkpoint
@@ -164,6 +165,10 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
         entropy = tent(model, loaders(_target_images(data), train=True, batch_size=cfg.batch_size,
                                       landmarks=landmarks), device, steps=cfg.tent_steps, lr=cfg.tent_lr)
         info["tent_entropy_first_last"] = [entropy[0], entropy[-1]]
+    if "consistency_tta" in cfg.steps:
+        agreement = consistency_tta(model, loaders(_target_images(data), train=True, batch_size=cfg.batch_size,
+                                                   landmarks=landmarks), device, steps=cfg.tent_steps, lr=cfg.tent_lr)
+        info["consistency_tta_loss_first_last"] = [agreement[0], agreement[-1]]
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()

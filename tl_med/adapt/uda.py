@@ -3,7 +3,9 @@
 * :func:`adabn` (Li et al., 2016): re-estimate every batch-norm layer's running statistics on the
   target site; no weight changes.
 * :func:`tent` (Wang et al., 2021): minimise the entropy of the predictions on target images,
-  updating only the norm layers' affine parameters (batch statistics of the target batches).
+  updating only the norm layers' affine parameters (batch statistics of the target batches);
+  :func:`tl_med.adapt.consistency.consistency_tta` trains the same parameters towards the flip
+  ensemble's prediction instead.
 * :class:`CoralLoss` (Sun & Saenko, 2016): Deep CORAL on the bottleneck features: the distance
   between the covariance of the labelled batch's features and of a target batch's features.
 * :func:`pseudo_labels`: self-training: predict unlabelled target cases and keep those whose
@@ -18,7 +20,7 @@ import torch
 
 from tl_med.adapt.blocks import bottleneck_module
 
-__all__ = ["adabn", "tent", "CoralLoss", "pseudo_labels", "norm_layers"]
+__all__ = ["adabn", "tent", "CoralLoss", "pseudo_labels", "norm_layers", "norm_affine"]
 
 _BN = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
@@ -52,14 +54,7 @@ def tent(model: torch.nn.Module, loader: Iterable[dict], device: torch.device, *
          lr: float) -> list[float]:
     """Entropy minimisation on target images (norm affine parameters only); returns the entropy
     of each step."""
-    layers = norm_layers(model)
-    if not layers:
-        raise ValueError("TENT needs batch-norm layers (network.norm: batch)")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = [p for m in layers for p in (m.weight, m.bias) if p is not None]
-    for p in params:
-        p.requires_grad_(True)
+    params = norm_affine(model, "TENT")
     optimizer = torch.optim.Adam(params, lr=lr)
     model.to(device).train()
     history: list[float] = []
@@ -75,6 +70,20 @@ def tent(model: torch.nn.Module, loader: Iterable[dict], device: torch.device, *
         p.requires_grad_(True)
     model.eval()
     return history
+
+
+def norm_affine(model: torch.nn.Module, step: str) -> list[torch.nn.Parameter]:
+    """Make the batch-norm layers' affine parameters the only trainable ones and return them
+    (``ValueError`` naming ``step`` when the network has no batch norm)."""
+    layers = norm_layers(model)
+    if not layers:
+        raise ValueError(f"{step} needs batch-norm layers (network.norm: batch)")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [p for m in layers for p in (m.weight, m.bias) if p is not None]
+    for p in params:
+        p.requires_grad_(True)
+    return params
 
 
 def _cycle(loader: Iterable[dict]) -> Iterator[dict]:
