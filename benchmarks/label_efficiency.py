@@ -38,6 +38,8 @@ Usage::
         --methods scratch,finetune,da --pretrain-augment intensity,contrast     # contrast augmentation
     python benchmarks/label_efficiency.py --sites-file /data/sites.yaml --ks 0,1,4,all --seeds 3 \
         --workspace /data/tlmed-benchmark                                        # your own sites
+    python benchmarks/label_efficiency.py --workspace /data/tlmed-benchmark --source \
+        models:/tlmed-liver-north@champion --ks 0,1,4,all    # a registered source, not pretrained again
 """
 
 from __future__ import annotations
