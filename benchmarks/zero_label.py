@@ -96,11 +96,13 @@ def main() -> None:
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
     epochs = args.recipe_epochs or cfg.adapt.epochs
 
-    def recipe_setup(augment: str | None):
-        """The config and loaders of one recipe: its epochs, and its augmentation when it names one."""
+    def recipe_setup(augment: str | None, seed: int):
+        """The config and loaders of one recipe: its epochs, its augmentation when it names one, and
+        patch sampling drawn by the run's seed (a step that trains nothing else, such as TENT, would
+        otherwise repeat one draw under every seed)."""
         kind = augment or cfg.adapt.augment
         rcfg = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"epochs": epochs, "augment": kind})})
-        return rcfg, loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed, augment=kind)
+        return rcfg, loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed + seed, augment=kind)
 
     rows: list[dict] = []
     summary: dict[str, dict] = {}
@@ -128,7 +130,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     steps, augment = parsed[recipe]
                     method = "da" if steps or augment else "source_only"
-                    rcfg, rmake = recipe_setup(augment)
+                    rcfg, rmake = recipe_setup(augment, seed)
                     record(recipe, variant, seed, *common.run_method(rcfg, rmake, method, [], data, states[variant],
                                                                      seed, device, steps), t0)
         summary[site] = _summarise(site, [r for r in rows if r["site"] == site], variants[0])
