@@ -12,8 +12,10 @@ it: whole-image inference, Dice on each image's own grid. Beside the Dice, the l
 estimate (``tl_med.quality``) of every model.
 
 Prints, per site and recipe, mean ± sd test Dice and the share of the source-only → oracle gap it
-recovers (``(recipe - source-only of the intensity source) / (oracle - that source-only)``, so that
-a better source model counts as recovery), and the median over sites. Writes a CSV and
+recovers (``(recipe - source-only of the first source) / (oracle - that source-only)``, the first
+source being the first of ``--pretrain-augment``, so that a better source model counts as recovery;
+with ``--source``, the given model: the share of the gap *it leaves* that a recipe closes), and the
+median over sites. Writes a CSV and
 ``summary.json`` and logs them to MLflow (experiment ``tlmed-benchmarks``). Data, grid and training
 settings, and ``--sites-file`` for your own sites, are those of ``label_efficiency.py`` (``common.py``).
 
