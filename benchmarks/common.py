@@ -207,7 +207,7 @@ def sources(args: argparse.Namespace, ws, tracker, sites: Sites, variants: list[
 
 def _given_source(source: str, ws, tracker, sites: Sites) -> dict[str, dict]:
     """``--source``: its weights (a bad source is one ``error:`` line), named by the augmentation
-    its registered version records; its Dice on the source site's test split when that site is here."""
+    its registered version records."""
     from tl_med.errors import InputError
     from tl_med.models.pretrained import load_state
     from tl_med.zero_label import source_augmentation

@@ -10,8 +10,9 @@ idea of MEMO (Zhang, Levine & Finn, NeurIPS 2022, which minimises the entropy of
 prediction over augmentations). Only the norm layers move, so that a few steps cannot rewrite what
 the source model learnt.
 
-Unlike TENT, a confidently wrong voxel is not pushed further by itself: the target is the
-ensemble's average, so voxels on which the views disagree keep soft targets.
+Where the views agree, the step sharpens the prediction much as TENT does; where they disagree,
+the target stays soft, so those voxels are not pushed towards either class. Like TENT, the forward
+passes in training mode also move the batch-norm running statistics towards the target's.
 
 Example:
     >>> # history = consistency_tta(model, target_patches, device, steps=10, lr=1e-4)

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from monai.data import DataLoader
 
+from tl_med.adapt.consistency import consistency_tta
 from tl_med.adapt.mean_teacher import MeanTeacherLoss
 from tl_med.adapt.regularisers import EWC, L2SP, fisher_diagonal
 from tl_med.adapt.strategies import build_strategy
-from tl_med.adapt.consistency import consistency_tta
 from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
 from tl_med.catalogue import STEPS
 from tl_med.checkpoint import Checkpoint
