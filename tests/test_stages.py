@@ -96,21 +96,21 @@ def test_composed_adaptation_logs_steps_forgetting_and_negative_transfer(ingeste
 
     ws, _ = ingested
     cfg = _composed_cfg(strategy="progressive", unfreeze_every=1, n_labelled=1, l2sp=0.01, ewc=0.1,
-                        steps=["harmonise", "self_training", "adabn", "tent", "consistency_tta"], tent_steps=2,
-                        pseudo_threshold=0.51)
+                        steps=["harmonise", "inpainting", "self_training", "adabn", "tent", "consistency_tta"],
+                        tent_steps=2, inpainting_steps=2, pseudo_threshold=0.51)
     ctx = StageContext(ws=ws, cfg=cfg, tracker=tracker)
     src = pretrain_source(ctx, "north", ws.site_manifest("north"))
     res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=src.weights_uri,
                      source_manifest=ws.site_manifest("north"))
     run = tracker.client.get_run(res.adapted_run_id)
-    assert run.info.run_name == "east-progressive+harmonise+self_training+adabn+tent+consistency_tta"
+    assert run.info.run_name == "east-progressive+harmonise+inpainting+self_training+adabn+tent+consistency_tta"
     assert {"forgetting", "source_dice_before", "source_dice_after", "test_dice"} <= set(run.data.metrics)
     assert run.data.metrics["forgetting"] == pytest.approx(
         run.data.metrics["source_dice_before"] - run.data.metrics["source_dice_after"])
     assert run.data.tags["negative_transfer"] in ("true", "false")
     steps = json.loads(open(tracker.client.download_artifacts(run.info.run_id, "adapt/steps.json")).read())
     assert steps["adabn_layers"] > 0 and steps["n_labelled"] == 1 and "pseudo_labelled" in steps
-    assert len(steps["consistency_tta_loss_first_last"]) == 2
+    assert len(steps["consistency_tta_loss_first_last"]) == 2 and len(steps["inpainting_loss_first_last"]) == 2
     version = tracker.client.get_model_version_by_alias("tlmed-liver-east", "challenger")
     assert version.tags["harmonised"] == "true" and version.tags["forgetting"]
     # the reviewer sees how the site differs from the source, with the site's parent run

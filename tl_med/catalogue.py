@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = ["StepInfo", "STEPS", "ZERO_LABEL_STEPS", "STRATEGIES", "AUGMENTATIONS", "NetworkInfo", "NETWORKS", "ClassifierInfo", "CLASSIFIERS", "CLASSIFIER_STRATEGIES", "StepName",
-           "StrategyName", "AugmentName", "NetworkName", "ClassifierName", "describe", "patch_divisor", "needs_source", "needs_batch_norm", "adapt_epochs"]
+           "StrategyName", "AugmentName", "NetworkName", "ClassifierName", "describe", "patch_divisor", "needs_source", "needs_batch_norm", "untrained", "adapt_epochs"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class StepInfo:
 
     ``needs_source``: reads the source site's labelled training split; ``needs_batch_norm``: acts
     on batch-norm layers; ``trains_on_source``: supervised training runs even without target labels
-    (on the source's); ``extra_round``: adds a training round of ``epochs // 2`` after the first.
+    (on the source's); ``extra_round``: adds a training round of ``epochs // 2`` after the first;
+    ``needs_training``: moves weights that only a supervised round after it fits the head to again
+    (target labels, or a ``trains_on_source`` step).
     """
 
     summary: str
@@ -36,13 +38,16 @@ class StepInfo:
     needs_batch_norm: bool = False
     trains_on_source: bool = False
     extra_round: bool = False
+    needs_training: bool = False
 
 
-# in the order they compose (tl_med.adapt.run): harmonise → train (+ coral, mean teacher) → self-training
+# in the order they compose (tl_med.adapt.run): harmonise → inpainting → train (+ coral, mean teacher) → self-training
 # → adabn → tent → consistency_tta (the test-time steps share adapt.tent_steps and adapt.tent_lr)
 STEPS: dict[str, StepInfo] = {
     "harmonise": StepInfo("histogram standardisation of target intensities to the source's landmarks",
                           needs_source=True),
+    "inpainting": StepInfo("self-supervised continued pretraining of the encoder on target images (masked-volume "
+                           "inpainting) before supervised training", needs_training=True),
     "coral": StepInfo("Deep CORAL: train on source and target labels while aligning bottleneck features "
                       "to target images", needs_source=True, trains_on_source=True),
     "mean_teacher": StepInfo("mean teacher: consistency with an EMA teacher on perturbed target images while "
@@ -163,6 +168,14 @@ def needs_source(steps: tuple[str, ...] | list[str]) -> list[str]:
 def needs_batch_norm(steps: tuple[str, ...] | list[str]) -> list[str]:
     """The steps that only work on a batch-norm network."""
     return [s for s in steps if STEPS[s].needs_batch_norm]
+
+
+def untrained(steps: tuple[str, ...] | list[str], n_labelled: int) -> list[str]:
+    """The steps that need a supervised round after them and would get none: no target label and no
+    step that trains on the source's labels."""
+    if n_labelled or any(STEPS[s].trains_on_source for s in steps):
+        return []
+    return [s for s in steps if STEPS[s].needs_training]
 
 
 def adapt_epochs(epochs: int, steps: tuple[str, ...] | list[str], n_labelled: int) -> int:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tl_med.catalogue import CLASSIFIERS, NETWORKS, AugmentName, ClassifierName, NetworkName, StepName, StrategyName, needs_batch_norm, patch_divisor
+from tl_med.catalogue import CLASSIFIERS, NETWORKS, AugmentName, ClassifierName, NetworkName, StepName, StrategyName, needs_batch_norm, patch_divisor, untrained
 from tl_med.errors import ConfigError
 
 __all__ = [
@@ -207,6 +207,7 @@ class AdaptConfig(LoopConfig):
     pseudo_threshold: float = Field(0.9, gt=0.5, le=1)
     tent_steps: int = Field(10, ge=1)  # the test-time steps' (tent, consistency_tta) optimizer steps
     tent_lr: float = Field(1e-4, gt=0)  # and learning rate
+    inpainting_steps: int = Field(100, ge=1)  # inpainting's optimizer steps (at adapt.lr)
     negative_transfer_margin: float = Field(0.02, ge=0)
     min_transfer_share: float = Field(0.5, ge=0, le=1)
 
@@ -216,6 +217,13 @@ class AdaptConfig(LoopConfig):
         if len(set(v)) != len(v):
             raise ValueError(f"steps must not repeat, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _trained_after(self) -> "AdaptConfig":
+        if self.n_labelled == 0 and (lonely := untrained(self.steps, 0)):
+            raise ValueError(f"adapt.steps {lonely} need supervised training after them: give target labels or add "
+                             "a step that trains on the source's labels (coral, mean_teacher)")
+        return self
 
 
 class ClassifierConfig(FrozenModel):

@@ -58,6 +58,7 @@ from cronsim import CronSim, CronSimError
 
 from pydantic import Field, field_validator, model_validator
 
+from tl_med.catalogue import untrained
 from tl_med.config import FrozenModel, Step, Strategy, load_yaml_model
 from tl_med.errors import ConfigError, InputError
 
@@ -133,6 +134,13 @@ class RetrainSpec(FrozenModel):
     steps: tuple[Step, ...] | None = None
     n_labelled: int | None = Field(None, ge=0)
     pretrained: str | None = None
+
+    @model_validator(mode="after")
+    def _trained_after(self) -> "RetrainSpec":
+        if self.n_labelled == 0 and (lonely := untrained(self.steps or (), 0)):
+            raise ValueError(f"steps {list(lonely)} need supervised training after them: give target labels or add "
+                             "coral or mean_teacher")
+        return self
 
     def parameters(self) -> dict[str, object]:
         """The non-default values, as ``site-retrain`` flow parameters."""

@@ -24,7 +24,7 @@ def test_progressive_unfreezing_with_every_step_adapts_each_network(ingested, tm
     base["network"] = {**base["network"], **TINY[name], "name": name, "norm": "batch"}  # adabn/tent need it
     base["preprocess"].update(patch_size=(size,) * 3, spacing=(8.0,) * 3)
     base["adapt"].update(strategy="progressive", steps=list(STEPS), epochs=2, unfreeze_every=1, tent_steps=1,
-                         pseudo_threshold=0.51, batch_size=2)
+                         inpainting_steps=1, pseudo_threshold=0.51, batch_size=2)
     cfg = PipelineConfig.model_validate(base)
     torch.manual_seed(0)
     model = build_network(cfg.network)

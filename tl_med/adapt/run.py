@@ -2,8 +2,8 @@
 
 :func:`adapt_model` is the whole recipe the config describes, in a fixed order::
 
-    [harmonise] → train (strategy; + L2-SP/EWC; + CORAL; + mean teacher) → [self-training round]
-    → [AdaBN] → [TENT]
+    [harmonise] → [inpainting] → train (strategy; + L2-SP/EWC; + CORAL; + mean teacher) → [self-training round]
+    → [AdaBN] → [TENT] → [consistency TTA]
 
 It knows nothing about MLflow or Prefect: data come in as item lists and a loader factory, and
 progress goes out through ``on_epoch``.
@@ -26,11 +26,12 @@ import torch
 from monai.data import DataLoader
 
 from tl_med.adapt.consistency import consistency_tta
+from tl_med.adapt.inpainting import inpaint
 from tl_med.adapt.mean_teacher import MeanTeacherLoss
 from tl_med.adapt.regularisers import EWC, L2SP, fisher_diagonal
 from tl_med.adapt.strategies import build_strategy
 from tl_med.adapt.uda import CoralLoss, adabn, pseudo_labels, tent
-from tl_med.catalogue import STEPS
+from tl_med.catalogue import STEPS, untrained
 from tl_med.checkpoint import Checkpoint
 from tl_med.config import AdaptConfig
 from tl_med.data.harmonise import fit_landmarks
@@ -129,10 +130,21 @@ def adapt_model(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Ada
                             "n_labelled": len(data.labelled), "n_unlabelled": len(data.unlabelled)}
     landmarks = source_landmarks(data.source_train) if "harmonise" in cfg.steps else None
     strategy = build_strategy(cfg)
-    losses = _extra_losses(model, state, cfg, data, loaders, device, landmarks, info)
-    # CORAL trains on the source labels too, so it works with zero target labels
+    # CORAL and the mean teacher train on the source labels too, so they work with zero target labels
     on_source = any(STEPS[s].trains_on_source for s in cfg.steps)
     train_items = data.labelled + (data.source_train if on_source else [])
+    if lonely := untrained(cfg.steps, len(data.labelled)):
+        raise ValueError(f"{', '.join(lonely)} needs supervised training after it, and this site has no labelled "
+                         "target case: add a step that trains on the source's labels (coral, mean_teacher)")
+    # before the mean teacher copies the student (EWC's Fisher is then read at the inpainted weights)
+    if "inpainting" in cfg.steps:
+        images = _target_images(data)
+        if not images:
+            raise ValueError("inpainting needs target images")
+        history = inpaint(model, loaders(images, train=True, batch_size=cfg.batch_size, landmarks=landmarks), device,
+                          steps=cfg.inpainting_steps, lr=cfg.lr)
+        info["inpainting_loss_first_last"] = [history[0], history[-1]]
+    losses = _extra_losses(model, state, cfg, data, loaders, device, landmarks, info)
     validation = loaders(data.validation, train=False, landmarks=landmarks) if data.labelled else None
     result = None
 
