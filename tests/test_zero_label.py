@@ -40,8 +40,9 @@ def test_source_augmentation_is_unknown_for_anything_but_a_readable_registered_v
 
 def test_zero_label_adaptation_from_an_intensity_source_warns_and_tags_the_run(ingested, tiny_cfg, tracker, printed):
     ws, _ = ingested
-    cfg = tiny_cfg.model_copy(update={"adapt": tiny_cfg.adapt.model_copy(
-        update={"n_labelled": 0, "steps": ("mean_teacher",), "epochs": 1})})
+    cfg = tiny_cfg.model_copy(update={
+        "pretrain": tiny_cfg.pretrain.model_copy(update={"augment": "intensity"}),
+        "adapt": tiny_cfg.adapt.model_copy(update={"n_labelled": 0, "steps": ("mean_teacher",), "epochs": 1})})
     ctx = StageContext(ws=ws, cfg=cfg, tracker=tracker)
     src = pretrain_source(ctx, "north", ws.site_manifest("north"))
     version = tracker.client.get_model_version(src.model_name, src.model_version)

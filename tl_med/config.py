@@ -158,7 +158,8 @@ class TrainConfig(LoopConfig):
     batch_size: int = Field(4, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    augment: Augment = "intensity"
+    # contrast: a source that survives another tissue contrast (README, "Contrast augmentation by default")
+    augment: Augment = "contrast"
 
 
 Strategy = StrategyName  # names and descriptions: tl_med.catalogue
