@@ -57,6 +57,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (the benchmarks' shared data, settings and runs)
+from tl_med.config import TrainConfig  # noqa: E402
 
 METHODS = ("scratch", "finetune", "feature_extraction", "progressive", "da")
 
@@ -71,8 +72,9 @@ def _args() -> argparse.Namespace:
                          "exploration of harmonise, adabn, coral and their pairs at east)")
     ap.add_argument("--target", type=float, default=0.95, help="fraction of the oracle's Dice to reach")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
-    ap.add_argument("--pretrain-augment", default="intensity",
-                    help="source model augmentation(s), comma-separated: none, intensity, contrast")
+    ap.add_argument("--pretrain-augment", default=TrainConfig.model_fields["augment"].default,
+                    help="source model augmentation(s), comma-separated: none, intensity, contrast (default: the "
+                         "pipeline's pretrain.augment, %(default)s)")
     return ap.parse_args()
 
 

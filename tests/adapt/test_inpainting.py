@@ -10,7 +10,7 @@ from tl_med.catalogue import untrained
 from tl_med.config import AdaptConfig
 from tl_med.sites import RetrainSpec
 from tests.adapt.test_strategies import _net
-from tests.adapt.test_uda import CPU, _batches
+from tests.adapt.test_uda import CPU, _batches, state_twice
 
 
 def test_mask_cubes_replaces_about_half_the_cubes_and_leaves_the_rest():
@@ -40,13 +40,7 @@ def test_inpainting_learns_and_moves_only_the_encoder():
 
 
 def test_inpainting_is_deterministic():
-    runs = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        net = _net("batch")
-        inpaint(net, _batches(n=2), CPU, steps=3, lr=1e-2, seed=4)
-        runs.append(torch.cat([v.float().flatten() for v in net.state_dict().values()]))
-    assert torch.equal(*runs)
+    assert torch.equal(*state_twice(lambda net: inpaint(net, _batches(n=2), CPU, steps=3, lr=1e-2, seed=4)))
 
 
 def test_inpainting_without_supervised_training_after_it_is_refused():

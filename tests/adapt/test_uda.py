@@ -12,6 +12,18 @@ from tests.adapt.test_strategies import _net
 CPU = torch.device("cpu")
 
 
+def state_twice(adapt) -> list[torch.Tensor]:
+    """Every weight and buffer of a batch-norm network after ``adapt(net)``, run twice from the same
+    start: a deterministic step gives two equal tensors."""
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = _net("batch")
+        adapt(net)
+        runs.append(torch.cat([v.float().flatten() for v in net.state_dict().values()]))
+    return runs
+
+
 def _batches(n=3, shift=0.0, scale=1.0, labels=False):
     g = torch.Generator().manual_seed(1)
     out = []
