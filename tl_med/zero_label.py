@@ -51,4 +51,4 @@ def zero_label_caveat(site: str, source: str, augment: str | None) -> str | None
     return (f"{site}: no target labels, and the source model {source} was pretrained {how}: where the tissue "
             f"contrast changes, expect little of the gap to close (benchmarks: about 0 %); a source pretrained "
             f"with pretrain.augment: {ROBUST_AUGMENT} (the default) closed about half of it in 50 epochs and most "
-            f"of it in 1200 (README, 'Zero target labels')")
+            f"of it in 1200 (README, 'Contrast augmentation by default')")

@@ -57,8 +57,7 @@ def consistency_tta(model: torch.nn.Module, loader: Iterable[dict], device: torc
             scale = (1 + 0.2 * (torch.rand(shape, generator=generator) - 0.5)).to(device)
             shift = (0.2 * (torch.rand(shape, generator=generator) - 0.5)).to(device)
             view = image * scale + shift
-            logits = model(view.flip(axes) if axes else view)
-            logits = logits.flip(axes) if axes else logits
+            logits = model(view.flip(axes)).flip(axes)  # no axis drawn: flip([]) is the identity
             loss = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
