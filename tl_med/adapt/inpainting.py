@@ -59,14 +59,13 @@ def inpaint(model: torch.nn.Module, loader: Iterable[dict], device: torch.device
     if not keep:
         raise ValueError(f"inpainting: {type(model).__name__} has no encoder block to pretrain")
     before = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in keep}
-    first = next(m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
     model.to(device).eval()
     with torch.no_grad():  # how many channels the network puts out (eval: one sample suits batch norm)
         probe = next(iter(loader))["image"][:1].to(device)
         out_channels = model(probe).shape[1]
     model.train()
     generator = torch.Generator().manual_seed(seed)
-    head = getattr(torch.nn, f"Conv{probe.ndim - 2}d")(out_channels, first.in_channels, kernel_size=1).to(device)
+    head = getattr(torch.nn, f"Conv{probe.ndim - 2}d")(out_channels, probe.shape[1], kernel_size=1).to(device)
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr)
     history: list[float] = []
     batches = _cycle(loader)
