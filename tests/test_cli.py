@@ -61,7 +61,7 @@ def test_adapt_with_steps_that_need_batch_norm_is_one_line_and_exit_2(workspace)
     assert proc.stderr.strip().splitlines() == [
         "error: adapt: Value error, adapt.steps ['adabn'] need batch normalisation: set network.norm: batch"]
     proc = tl_med("adapt", "--site", "east", "--steps", "magic", "--workspace", str(ws.root), "--sites", str(sites_file))
-    assert proc.returncode == 2 and "steps.0: Input should be 'harmonise', 'coral'" in proc.stderr
+    assert proc.returncode == 2 and "steps.0: Input should be 'harmonise', 'inpainting', 'coral'" in proc.stderr
 
 
 def test_ingest_command_reports_reconciled_counts(workspace):

@@ -67,3 +67,24 @@ def test_label_intensity_moves_the_organ_within_the_patch_range_and_keeps_its_te
     assert len(levels) >= 4 and min(levels) < float(image[inside].mean()) - 0.2  # darker and brighter levels
     unlabelled = RandLabelIntensityd(keys="image", prob=1.0)({"image": image})  # no label: unchanged
     assert torch.equal(unlabelled["image"], image)
+
+
+def test_contrast_randomisation_moves_each_structure_of_each_channel_on_its_own():
+    from tl_med.data.contrast import RandInvertIntensityd, RandLabelIntensityd, contrast_augmentation
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.stack([torch.rand(16, 16, 16, generator=g), 100 + 50 * torch.rand(16, 16, 16, generator=g)])
+    label = torch.zeros(1, 16, 16, 16)
+    label[:, 2:6, 2:6, 2:6], label[:, 9:14, 9:14, 9:14] = 1, 2  # two structures (a three-class site)
+    out = RandLabelIntensityd(keys="image", prob=1.0).set_random_state(0)({"image": image, "label": label})["image"]
+    assert out.shape == image.shape and torch.equal(out[:, label[0] == 0], image[:, label[0] == 0])
+    for c in range(2):
+        shifts = [out[c][label[0] == v] - image[c][label[0] == v] for v in (1, 2)]
+        assert all(torch.allclose(s, s[0].expand_as(s), atol=1e-4) for s in shifts)  # texture kept
+        assert abs(float(shifts[0][0] - shifts[1][0])) > 1e-3  # each structure its own level
+        lo, hi = torch.quantile(image[c].flatten(), torch.tensor([0.05, 0.95])).tolist()
+        assert all(lo - 1e-4 <= float(out[c][label[0] == v].mean()) <= hi + 1e-4 for v in (1, 2))  # channel's range
+    inverted = RandInvertIntensityd(keys="image", prob=1.0)({"image": image})["image"]
+    assert torch.allclose(inverted[1].max(), image[1].max()) and torch.allclose(inverted[0].min(), image[0].min())
+    chain = Compose(contrast_augmentation(prob=1.0)).set_random_state(2)
+    assert all(chain({"image": image, "label": label})["image"].shape == image.shape for _ in range(20))

@@ -39,7 +39,7 @@ __all__ = ["RandInvertIntensityd", "RandGINd", "RandLabelIntensityd", "contrast_
 
 
 class RandInvertIntensityd(Randomizable, MapTransform):
-    """With probability ``prob``, ``x -> max(x) + min(x) - x`` (per image)."""
+    """With probability ``prob``, ``x -> max(x) + min(x) - x`` (per image channel)."""
 
     def __init__(self, keys: KeysCollection, prob: float = 0.3) -> None:
         MapTransform.__init__(self, keys)
@@ -54,7 +54,8 @@ class RandInvertIntensityd(Randomizable, MapTransform):
         if self._do:
             for key in self.key_iterator(d):
                 image = d[key]
-                d[key] = image.max() + image.min() - image
+                spatial = tuple(range(1, image.ndim))  # each channel within its own range
+                d[key] = image.amax(dim=spatial, keepdim=True) + image.amin(dim=spatial, keepdim=True) - image
         return d
 
 
@@ -106,7 +107,8 @@ class RandLabelIntensityd(Randomizable, MapTransform):
     """With probability ``prob``, move the labelled structure's intensities to a random level of
     the patch's own range (between its 5th and 95th percentiles), keeping their texture: the
     organ may be brighter or darker than what surrounds it, as between CT phases or MR weightings
-    (the per-label intensity randomisation of SynthSeg and SLAug, for one label). Needs the label."""
+    (the per-label intensity randomisation of SynthSeg and SLAug): each label value its own level,
+    each image channel on its own range. Needs the label (one channel of label values)."""
 
     def __init__(self, keys: KeysCollection, label_key: str = "label", prob: float = 0.3) -> None:
         MapTransform.__init__(self, keys)
@@ -122,14 +124,23 @@ class RandLabelIntensityd(Randomizable, MapTransform):
         self.randomize()
         if not self._do or self.label_key not in d:
             return d
-        inside = torch.as_tensor(d[self.label_key]) > 0
-        if not bool(inside.any()):
+        label = torch.as_tensor(d[self.label_key])[0]  # one label channel, one value per structure
+        values = label[label > 0].unique().tolist()
+        if not values:
             return d
+        # one mask per structure; a binary label keeps its single ``> 0`` mask
+        masks = [label > 0] if len(values) == 1 else [label == v for v in values]
+        # each structure its own level, spread from the one drawn (golden-ratio steps: no extra draws)
+        levels = [(self._level + 0.6180339887 * k) % 1.0 for k in range(len(masks))]
         for key in self.key_iterator(d):
             image = torch.as_tensor(d[key])
-            lo, hi = torch.quantile(image.float().flatten(), torch.tensor([0.05, 0.95])).tolist()
-            shift = lo + self._level * (hi - lo) - float(image[inside].float().mean())
-            d[key] = torch.where(inside, image + shift, image)
+            moved = image.clone()
+            for c, channel in enumerate(image):  # every image channel (modality) on its own range
+                lo, hi = torch.quantile(channel.float().flatten(), torch.tensor([0.05, 0.95])).tolist()
+                for inside, level in zip(masks, levels):
+                    shift = lo + level * (hi - lo) - float(channel[inside].float().mean())
+                    moved[c] = torch.where(inside, moved[c] + shift, moved[c])
+            d[key] = moved
         return d
 
 
