@@ -56,10 +56,11 @@ def add_options(ap: argparse.ArgumentParser, *, sites: str, pretrain_epochs: int
                     help="anatomical variation of the synthetic liver (1 = the demo's; 3 makes a fixed location "
                          "prior weak)")
     ap.add_argument("--pretrain-epochs", type=int, default=pretrain_epochs)
-    ap.add_argument("--source", metavar="URI",
+    ap.add_argument("--source", metavar="URI[,URI]",
                     help="start every transfer from this source model instead of pretraining one: a registered "
                          "version in the workspace's MLflow (models:/<name>@champion, models:/<name>/<version>), "
-                         "a MONAI bundle or a checkpoint; --pretrain-augment and --pretrain-epochs are then unused")
+                         "a MONAI bundle or a checkpoint; several, comma-separated, run side by side like "
+                         "--pretrain-augment's sources; --pretrain-augment and --pretrain-epochs are then unused")
     ap.set_defaults(default_sites=sites)
 
 
@@ -187,13 +188,19 @@ def site_data(sites: Sites, site: str) -> dict:
 
 def sources(args: argparse.Namespace, ws, tracker, sites: Sites, variants: list[str],
             start: float) -> dict[str, dict]:
-    """The source models' weights, by name: with ``--source``, that one model (named by the
+    """The source models' weights, by name: with ``--source``, those models (each named by the
     augmentation its registered version records, else ``given``); otherwise one per pretraining
     augmentation in ``variants``, trained by the pipeline's own stage."""
     from tl_med.stages import StageContext, pretrain_source
 
     if args.source:
-        return _given_source(args.source, ws, tracker, sites)
+        states = {}
+        for uri in (u for u in args.source.split(",") if u):
+            name, state = _given_source(uri, ws, tracker)
+            if name in states:
+                name = f"{name}-{len(states) + 1}"
+            states[name] = state
+        return states
     states = {}
     for variant in variants:
         source = pretrain_source(StageContext(ws=ws, cfg=config(args, variant, sites.task),
@@ -205,9 +212,9 @@ def sources(args: argparse.Namespace, ws, tracker, sites: Sites, variants: list[
     return states
 
 
-def _given_source(source: str, ws, tracker, sites: Sites) -> dict[str, dict]:
-    """``--source``: its weights (a bad source is one ``error:`` line), named by the augmentation
-    its registered version records."""
+def _given_source(source: str, ws, tracker) -> tuple[str, dict]:
+    """One ``--source``: its name (the augmentation its registered version records, else
+    ``given``) and weights; a bad source is one ``error:`` line."""
     from tl_med.errors import InputError
     from tl_med.models.pretrained import load_state
     from tl_med.zero_label import source_augmentation
@@ -219,7 +226,7 @@ def _given_source(source: str, ws, tracker, sites: Sites) -> dict[str, dict]:
     name = source_augmentation(source, tracker.client) or "given"
     print(f"source model: {source} ({name if name != 'given' else 'unrecorded'} augmentation), not retrained",
           flush=True)
-    return {name: state}
+    return name, state
 
 
 def window(cfg):
@@ -229,7 +236,7 @@ def window(cfg):
 
 
 def train_scratch(cfg, make, labelled, validation, seed, device, network=None):
-    """A fresh ``network`` (default: the config's) trained on ``labelled``."""
+    """A fresh ``network`` (default: the config's) trained on ``labelled``, and its fit."""
     import torch
 
     from tl_med.models.zoo import build_network
@@ -238,15 +245,16 @@ def train_scratch(cfg, make, labelled, validation, seed, device, network=None):
     seed_everything(seed)
     model = build_network(network or cfg.network)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain.lr, weight_decay=cfg.adapt.weight_decay)
-    fit(model, make(labelled, train=True, batch_size=cfg.adapt.batch_size),
-        make(validation, train=False) if validation else None, opt, epochs=cfg.adapt.epochs, device=device,
-        infer=window(cfg), loop=cfg.adapt)
-    return model
+    result = fit(model, make(labelled, train=True, batch_size=cfg.adapt.batch_size),
+                 make(validation, train=False) if validation else None, opt, epochs=cfg.adapt.epochs, device=device,
+                 infer=window(cfg), loop=cfg.adapt)
+    return model, result
 
 
-def run_method(cfg, make, method, k_items, data, state, seed, device, da_steps) -> tuple[float, float]:
-    """Train (or not) one method on ``k_items`` and return its test Dice on the images' own grids
-    and the label-free estimate on the same images.
+def run_method(cfg, make, method, k_items, data, state, seed, device, da_steps) -> tuple[float, float, float]:
+    """Train (or not) one method on ``k_items`` and return its test Dice on the images' own grids,
+    the label-free estimate on the same images, and the best validation Dice that chose its
+    checkpoint (NaN when nothing was validated): what a site with these labels could see.
 
     ``scratch``: a fresh network; ``source_only``: the source model as it is; ``da``: fine-tuning
     plus ``da_steps``; any other name is an adaptation strategy from the source model."""
@@ -258,10 +266,10 @@ def run_method(cfg, make, method, k_items, data, state, seed, device, da_steps) 
     from tl_med.quality import estimate_quality
     from tl_med.train import seed_everything
 
-    landmarks = None
+    landmarks, fitted = None, None
     network = ModelSpec.from_config(cfg, **data["spec"]).network  # fitted to the task's channels and labels
     if method == "scratch":
-        model = train_scratch(cfg, make, k_items, data["validation"], seed, device, network)
+        model, fitted = train_scratch(cfg, make, k_items, data["validation"], seed, device, network)
     else:
         seed_everything(seed)
         model = build_network(network)
@@ -274,13 +282,14 @@ def run_method(cfg, make, method, k_items, data, state, seed, device, da_steps) 
                 labelled=k_items, validation=data["validation"] if k_items else [],
                 unlabelled=data["unlabelled"], source_train=data["source_train"]), make, device,
                 infer=window(cfg))
-            landmarks = outcome.landmarks
+            landmarks, fitted = outcome.landmarks, outcome.fit
     spec = ModelSpec.from_config(cfg, **data["spec"], landmarks=landmarks)
     predictor = Predictor(model, spec, device)
     metrics, _ = evaluate_native(predictor, data["test"])
     images = [{k: v for k, v in it.items() if k != "label"} for it in data["test"]]
     estimate = estimate_quality(predictor, images, data["source_volumes"]).summary()
-    return metrics.summary()["dice"], estimate["estimated_dice"]
+    val = fitted.best_val_dice if fitted is not None and fitted.best_val_dice is not None else float("nan")
+    return metrics.summary()["dice"], estimate["estimated_dice"], val
 
 
 def code() -> str:

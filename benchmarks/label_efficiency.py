@@ -95,6 +95,16 @@ def _atlas_dice(make, source_train: list[dict], test: list[dict]) -> float:
     return float(metric.aggregate())
 
 
+def _chosen_by_validation(candidates: list[dict], method: str) -> dict:
+    """The run a site would keep when it adapts from every source and picks the best validation
+    Dice (its own labelled validation cases; the test split stays unseen): ``<method>/by-val``."""
+    best = max(candidates, key=lambda r: r["val_dice"] if r["val_dice"] == r["val_dice"] else float("-inf"))
+    row = {**best, "method": f"{method}/by-val", "seconds": round(sum(r["seconds"] for r in candidates), 1)}
+    print(f"  {row['site']:<9} k={row['k']:<3} seed={row['seed']} {row['method']:<26} Dice {row['dice']:.3f} "
+          f"(chose {best['method']} on validation {best['val_dice']:.3f})", flush=True)
+    return row
+
+
 def _labels_needed(curve: dict[int, float], goal: float) -> int | None:
     return next((k for k in sorted(curve) if curve[k] >= goal), None)
 
@@ -161,8 +171,8 @@ def main() -> None:
     make = loader_factory(ws.cache, cfg.preprocess, seed=cfg.seed)
     da_steps = tuple(s for s in args.da_steps.split(",") if s)
     rows: list[dict] = []
-    out_dir = ws.root / "label-efficiency"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = ws.root / "label-efficiency" / time.strftime("%Y%m%d-%H%M%S")  # each run its own folder
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict] = {}
     for site in sites.targets:
         training = datalist(manifests[site], "training")
@@ -171,7 +181,7 @@ def main() -> None:
         ks = sorted({len(training) if k == "all" else min(int(k), len(training)) for k in args.ks.split(",")})
         atlas = _atlas_dice(make, data["source_train"], data["test"])
         rows.append({"site": site, "method": "location_prior", "k": 0, "seed": 0, "dice": atlas,
-                     "estimated": float("nan"), "seconds": 0})
+                     "estimated": float("nan"), "val_dice": float("nan"), "seconds": 0})
         print(f"  {site:<9} location prior (source mean mask, no image): Dice {atlas:.3f}")
         for seed in range(args.seeds):
             order = torch.randperm(len(training), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -189,14 +199,16 @@ def main() -> None:
                 for method in todo:
                     for variant in (variants[:1] if method == "scratch" else variants):
                         t0 = time.perf_counter()
-                        dice, estimated = common.run_method(cfg, make, method, k_items, data, states[variant], seed, device,
-                                               da_steps)
+                        dice, estimated, val = common.run_method(cfg, make, method, k_items, data, states[variant],
+                                                                 seed, device, da_steps)
                         rows.append({"site": site, "method": label(method, variant), "k": k, "seed": seed,
-                                     "dice": dice, "estimated": estimated,
+                                     "dice": dice, "estimated": estimated, "val_dice": val,
                                      "seconds": round(time.perf_counter() - t0, 1)})
                         print(f"  {site:<9} k={k:<3} seed={seed} {rows[-1]['method']:<26} Dice {dice:.3f} "
-                              f"(estimated without labels {estimated:.3f}) "
+                              f"(validation {val:.3f}, estimated without labels {estimated:.3f}) "
                               f"({rows[-1]['seconds']:.0f} s, total {time.perf_counter() - start:.0f} s)", flush=True)
+                    if k and len(variants) > 1 and method != "scratch":
+                        rows.append(_chosen_by_validation(rows[-len(variants):], method))
         site_rows = [r for r in rows if r["site"] == site]
         _plot(site, site_rows, out_dir / f"{site}.png")
         summary[site] = _summarise(site, site_rows, len(training), args.target, da_steps,

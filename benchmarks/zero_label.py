@@ -114,9 +114,10 @@ def main() -> None:
                 "unlabelled": datalist(manifests[site], "unlabelled") +
                 [{k: v for k, v in it.items() if k != "label"} for it in training]}
 
-        def record(method: str, variant: str, seed: int, dice: float, estimated: float, t0: float) -> None:
+        def record(method: str, variant: str, seed: int, dice: float, estimated: float, val_dice: float,
+                   t0: float) -> None:
             rows.append({"site": site, "source": variant, "recipe": method, "seed": seed, "dice": dice,
-                         "estimated": estimated, "seconds": round(time.perf_counter() - t0, 1)})
+                         "estimated": estimated, "val_dice": val_dice, "seconds": round(time.perf_counter() - t0, 1)})
             print(f"  {site:<7} {variant:<10} {method:<28} seed={seed} Dice {dice:.3f} (estimated {estimated:.3f}; "
                   f"total {time.perf_counter() - start:.0f} s)", flush=True)
 
@@ -138,8 +139,8 @@ def main() -> None:
         summary[site] = _summarise(site, [r for r in rows if r["site"] == site], variants[0])
     summary["median_recovery"] = _median_recovery(summary)
     summary["estimate_vs_dice"] = _correlation(rows)
-    out_dir = ws.root / "zero-label"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = ws.root / "zero-label" / time.strftime("%Y%m%d-%H%M%S")  # each run its own folder
+    out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "zero_label.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

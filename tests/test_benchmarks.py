@@ -26,21 +26,30 @@ def test_zero_label_benchmark_measures_the_sites_of_a_sites_file(workspace, tmp_
                   "--pretrain-augment", "intensity", *TINY)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "source model (intensity augmentation): test Dice" in proc.stdout and "at north" in proc.stdout
-    summary = json.loads((tmp_path / "bench" / "zero-label" / "summary.json").read_text())
+    (summary_path,) = (tmp_path / "bench" / "zero-label").glob("*/summary.json")  # one folder per run
+    summary = json.loads(summary_path.read_text())
     assert set(summary["east"]) >= {"oracle_dice", "source_only_dice", "intensity/none", "intensity/self_training",
                                     "intensity/mean_teacher@contrast"}
     assert 0 <= summary["east"]["intensity/self_training"]["dice"] <= 1
     assert 0 <= summary["east"]["intensity/mean_teacher@contrast"]["dice"] <= 1
 
-    # the registered source, measured again without pretraining (as a site measures its champion)
+    # the registered source, measured again without pretraining (as a site measures its champion);
+    # two sources side by side, and the one each site would keep on its validation Dice
+    source = "models:/tlmed-liver-north/1"
     proc = _bench("label_efficiency.py", "--sites-file", str(sites_file), "--sites-root", str(ws.root),
-                  "--workspace", str(tmp_path / "bench"), "--source", "models:/tlmed-liver-north/1",
+                  "--workspace", str(tmp_path / "bench"), "--source", f"{source},{source}",
                   "--ks", "0,1", "--methods", "scratch,finetune", *TINY)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "source model: models:/tlmed-liver-north/1 (intensity augmentation), not retrained" in proc.stdout
+    assert f"source model: {source} (intensity augmentation), not retrained" in proc.stdout
     assert "test Dice" not in proc.stdout.split("source model:")[0]  # nothing was pretrained
-    rows = (tmp_path / "bench" / "label-efficiency" / "label_efficiency.csv").read_text()
-    assert ",finetune,1," in rows and ",source_only,0," in rows
+    (csv_path,) = (tmp_path / "bench" / "label-efficiency").glob("*/label_efficiency.csv")
+    header, *rows = csv_path.read_text().splitlines()
+    assert "val_dice" in header.split(",")
+    methods = {tuple(r.split(",")[1:3]) for r in rows}
+    assert {("finetune/intensity", "1"), ("finetune/intensity-2", "1"), ("finetune/by-val", "1"),
+            ("source_only/intensity", "0"), ("source_only/intensity-2", "0")} <= methods
+    chosen = next(r for r in rows if ",finetune/by-val," in r)
+    assert chosen.split(",")[4] == next(r for r in rows if ",finetune/intensity,1," in r).split(",")[4]  # a tie: the first
 
 
 def test_benchmark_refuses_an_unknown_site_or_file_in_one_line(workspace, tmp_path):
