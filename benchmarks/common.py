@@ -71,7 +71,7 @@ def config(args: argparse.Namespace, pretrain_augment: str = "intensity", task: 
     base = PipelineConfig.profile("demo").model_dump()
     base["preprocess"].update(spacing=(args.spacing,) * 3, patch_size=(args.patch,) * 3)
     base["network"].update(norm="batch")
-    base["pretrain"].update(epochs=args.pretrain_epochs, augment=pretrain_augment)
+    base["pretrain"].update(epochs=args.pretrain_epochs, augment=pretrain_augment, alternate=None)  # its own sources
     base["adapt"].update(epochs=args.epochs)
     base["device"], base["task"] = "cpu", task
     return PipelineConfig.model_validate(base)

@@ -31,9 +31,12 @@ def comparison_markdown(workspace: str, config: dict, sites: list[str]) -> str:
       on_failure=[discard_failed_run], on_crashed=[discard_failed_run], on_cancellation=[discard_failed_run])
 def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | None = None,
                              targets: list[str] | None = None, trigger: str = "manual",
-                             pretrained: str | None = None) -> PipelineResult | State:
+                             pretrained: str | None = None, alternates: list[str] | None = None
+                             ) -> PipelineResult | State:
     """Ingest every site, pretrain on the source site (unless ``pretrained`` names a bundle,
-    checkpoint or ``models:/`` URI to start from), adapt each target site beside its baselines.
+    checkpoint or ``models:/`` URI to start from; with ``pretrain.alternate``, a second source too),
+    adapt each target site beside its baselines (from both sources, keeping the better on validation).
+    ``alternates``: with ``pretrained``, further sources to adapt from where they can be loaded.
 
     Quarantined inputs do not fail the run: it ends ``Completed`` with the message
     ``completed with N quarantined`` (the ingest artifacts list why).
@@ -52,10 +55,14 @@ def site_adaptation_pipeline(workspace: str, sites_file: str, config: dict | Non
     run_preprocess(workspace, config_json, list(manifests.values()))
     source_manifest = manifests[sites.source.name]
     source = None if pretrained else pretrain(workspace, config_json, sites.source.name, source_manifest, trigger)
+    # the second source, where a site may adapt from it: a pipeline that pretrains, with labels
+    alternate = (pretrain(workspace, config_json, sites.source.name, source_manifest, trigger, alternate=True)
+                 if source and cfg.pretrain.alternate and cfg.adapt.n_labelled != 0 else None)
     start = pretrained or source.weights_uri
-    results = [adapt(workspace, config_json, s.name, manifests[s.name], start, trigger, source_manifest)
-               for s in chosen]
-    outcome = PipelineResult(source=source, sites=results, pretrained=start)
+    others = [f"models:/{alternate.model_name}/{alternate.model_version}"] if alternate else list(alternates or [])
+    results = [adapt(workspace, config_json, s.name, manifests[s.name], start, trigger, source_manifest,
+                     alternates=others) for s in chosen]
+    outcome = PipelineResult(source=source, sites=results, pretrained=start, alternate=alternate)
     create_markdown_artifact(markdown=results_markdown(outcome), key="site-results",
                              description="Per-site Dice: source-only vs adapted")
     create_markdown_artifact(markdown=comparison_markdown(workspace, config_json, [s.name for s in chosen]),

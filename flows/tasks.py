@@ -205,18 +205,22 @@ def ensure_gpu_limit(slots: int | None = None) -> int:
 
 
 @task(name="pretrain-source", cache_policy=NO_CACHE)
-def pretrain(workspace: str, config: dict, site: str, manifest_path: str, trigger: str) -> PretrainResult:
+def pretrain(workspace: str, config: dict, site: str, manifest_path: str, trigger: str,
+             alternate: bool = False) -> PretrainResult:
     with gpu_slot():
-        return pretrain_source(context(workspace, config, trigger), site, Path(manifest_path))
+        return pretrain_source(context(workspace, config, trigger), site, Path(manifest_path), alternate=alternate)
 
 
 @task(name="adapt-site", cache_policy=NO_CACHE)
 def adapt(workspace: str, config: dict, site: str, manifest_path: str, pretrained: str,
-          trigger: str, source_manifest: str | None, run_tags: dict[str, str] | None = None) -> SiteResult:
-    """Adapt one site; ``run_tags`` are added to its MLflow runs (e.g. how the start was resolved)."""
+          trigger: str, source_manifest: str | None, run_tags: dict[str, str] | None = None,
+          alternates: list[str] | None = None) -> SiteResult:
+    """Adapt one site; ``run_tags`` are added to its MLflow runs (e.g. how the start was resolved);
+    ``alternates``: further sources the site also adapts from (the best on validation is kept)."""
     with gpu_slot():
         return adapt_site(context(workspace, config, trigger, run_tags), site, Path(manifest_path), pretrained,
-                          source_manifest=Path(source_manifest) if source_manifest else None)
+                          source_manifest=Path(source_manifest) if source_manifest else None,
+                          alternates=tuple(alternates or ()))
 
 
 def discard_failed_run(flow, run, state) -> None:

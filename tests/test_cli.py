@@ -74,10 +74,21 @@ def test_ingest_command_reports_reconciled_counts(workspace):
 @pytest.mark.e2e
 def test_demo_tiny_profile_end_to_end(tmp_path):
     """The main job, as a newcomer runs it (tiny profile): real Prefect temporary server and MLflow,
-    output redirected to files as cron or CI would."""
-    proc = tl_med("demo", "--profile", "tiny", "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
+    output redirected to files as cron or CI would. The tiny profile with the default's second
+    source (``pretrain.alternate``), so each site adapts from both sources."""
+    import yaml
+
+    from tl_med.config import PipelineConfig
+
+    tiny = PipelineConfig.profile("tiny").model_dump(mode="json")
+    tiny["pretrain"]["alternate"] = "intensity"
+    config = tmp_path / "tiny-two-sources.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    proc = tl_med("demo", "--profile", "tiny", "--config", str(config), "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Per-site adaptation" in proc.stdout and "east" in proc.stdout
+    assert "; alternate source v2: test Dice" in proc.stdout
+    assert re.search(r"east: kept the adaptation from the (intensity|given) source \(validation Dice", proc.stderr)
     assert "tl-med ui --workspace" in proc.stdout and "prefect server start" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()  # nothing written outside the workspace
     row = next(line for line in proc.stdout.splitlines() if "tlmed-liver-east v1" in line)
@@ -91,11 +102,13 @@ def test_demo_tiny_profile_end_to_end(tmp_path):
     tiny_sites = str(Path(__file__).resolve().parent.parent / "data_manifests" / "sites-tiny.yaml")
     common = ("--workspace", str(tmp_path / "ws"), "--sites", tiny_sites)
     proc = tl_med("adapt", "--site", "east", "--strategy", "feature_extraction", "--steps", "harmonise,self_training",
-                  "--labels", "1", "--profile", "tiny", "--json", *common, cwd=tmp_path)
+                  "--labels", "1", "--config", str(config), "--json", *common, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert doc["schema"] == "tl_med.result/1" and doc["pretrained"] == "models:/tlmed-liver-north@challenger"
     site = doc["sites"][0]
+    assert site["adapted_from"] in ("models:/tlmed-liver-north@challenger", "models:/tlmed-liver-north@alternate")
+    assert "east: kept the adaptation from the " in proc.stderr  # from the registered alternate too
     assert site["strategy"] == "feature_extraction+harmonise+self_training" and site["labels_used"] == 1
     assert (site["model"]["name"], site["model"]["version"]) == ("tlmed-liver-east", "2")
     takes = site["model"]["challenger"]  # v2 (1 label) takes challenger unless it scores below v1 on the same split

@@ -76,3 +76,18 @@ def test_every_catalogue_network_fits_every_profile(profile):
     assert PipelineConfig.profile("demo").with_network("SwinUNETR").network.channels == (12,)
     with pytest.raises(ValueError, match="unknown network 'VNet'"):
         PipelineConfig.profile(profile).with_network("VNet")
+
+
+def test_the_alternate_source_is_another_augmentation_or_none(tmp_path: Path):
+    demo = PipelineConfig.profile("demo").pretrain
+    assert (demo.augment, demo.alternate) == ("contrast", "intensity")  # two sources by default
+    assert PipelineConfig.profile("tiny").pretrain.alternate is None  # the tests' profile: one
+    path = tmp_path / "cfg.yaml"
+    path.write_text("pretrain:\n  augment: intensity\n")
+    with pytest.raises(ConfigError, match=r"pretrain.alternate is pretrain.augment \(intensity\) again: set it to "
+                                          r"another augmentation, or to null for one source"):
+        PipelineConfig.from_yaml(path)
+    path.write_text("pretrain:\n  augment: intensity\n  alternate: contrast\n")
+    assert PipelineConfig.from_yaml(path).pretrain.alternate == "contrast"
+    path.write_text("pretrain:\n  alternate: null\n")
+    assert PipelineConfig.from_yaml(path).pretrain.alternate is None

@@ -143,6 +143,53 @@ def test_zero_labels_adapts_on_source_labels_and_has_no_scratch_baseline(ingeste
     assert adapted.data.metrics["test_dice"] == pytest.approx(res.adapted_dice)
 
 
+def test_a_site_adapts_from_both_sources_and_keeps_the_better_on_validation(ingested, tiny_cfg, tracker):
+    import io
+
+    from rich.console import Console
+
+    from tl_med.cli.output import progress_view
+
+    ws, _ = ingested
+    cfg = tiny_cfg.model_copy(update={"pretrain": tiny_cfg.pretrain.model_copy(update={"alternate": "intensity"})})
+    ctx = StageContext(ws=ws, cfg=cfg, tracker=tracker)
+    src = pretrain_source(ctx, "north", ws.site_manifest("north"))
+    alt = pretrain_source(ctx, "north", ws.site_manifest("north"), alternate=True)
+    client = tracker.client
+    assert str(client.get_model_version_by_alias("tlmed-liver-north", "challenger").version) == src.model_version
+    assert str(client.get_model_version_by_alias("tlmed-liver-north", "alternate").version) == alt.model_version
+    assert client.get_model_version("tlmed-liver-north", alt.model_version).tags["augment"] == "intensity"
+    assert client.get_run(alt.run_id).data.params["pretrain.augment"] == "intensity"
+    source, alternate = f"models:/tlmed-liver-north/{src.model_version}", "models:/tlmed-liver-north@alternate"
+    buf = io.StringIO()
+    with progress_view(Console(file=buf, width=1000)):
+        res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=source,
+                         alternates=(alternate, "models:/tlmed-liver-north@nosuchalias"))
+    runs = {r.info.run_name: r for r in _all_runs(tracker)}
+    first, second = runs["east-finetune"], runs["east-finetune@intensity"]
+    assert second.data.tags["pretrained_source"] == alternate and first.data.tags["pretrained_source"] == source
+    val = {run.info.run_id: run.data.metrics["best_val_dice"] for run in (first, second)}
+    kept = first if val[first.info.run_id] >= val[second.info.run_id] else second  # a tie keeps the source's
+    assert res.adapted_run_id == kept.info.run_id and res.adapted_from == kept.data.tags["pretrained_source"]
+    for run in (first, second):
+        assert client.get_run(run.info.run_id).data.tags["source_chosen"] == str(run is kept).lower()
+    version = client.get_model_version("tlmed-liver-east", res.model_version)
+    assert version.run_id == kept.info.run_id and version.tags["pretrained_source"] == res.adapted_from
+    assert client.get_run(res.parent_run_id).data.tags["chosen_source"] == res.adapted_from
+    from tl_med.report import comparison
+
+    (candidate,) = comparison(client, "liver", ["east"], "tlmed-test")[0].candidates  # the kept one
+    assert candidate.version == res.model_version and candidate.adapted_dice == pytest.approx(res.adapted_dice)
+    out = " ".join(buf.getvalue().split())
+    assert "east: kept the adaptation from the " in out and "validation Dice the contrast source " in out
+    assert "alternate source left out: pretrained source models:/tlmed-liver-north@nosuchalias" in out
+    # with no target labels there is no validation to choose on: the source alone
+    zero = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"n_labelled": 0})})
+    res0 = adapt_site(StageContext(ws=ws, cfg=zero, tracker=tracker), "east", ws.site_manifest("east"),
+                      pretrained=source, alternates=(alternate,))
+    assert res0.adapted_from == source and len([r for r in _all_runs(tracker) if "@" in r.info.run_name]) == 1
+
+
 def test_negative_transfer_rule():
     from tl_med.stages.adaptation import _negative_transfer
 

@@ -152,7 +152,12 @@ class LoopConfig(FrozenModel):
 
 
 class TrainConfig(LoopConfig):
-    """Supervised training of the source model."""
+    """Supervised training of the source model.
+
+    ``alternate``: a second source model, trained the same way with this augmentation instead
+    (``None``: none). A target site with labelled cases adapts from both and keeps the adaptation
+    with the better validation Dice; source-only baselines and zero-label runs use the first.
+    """
 
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -160,6 +165,15 @@ class TrainConfig(LoopConfig):
     weight_decay: float = Field(1e-5, ge=0)
     # contrast: a source that survives another tissue contrast (README, "Contrast augmentation by default")
     augment: Augment = "contrast"
+    # intensity: the better start where the contrast source fine-tunes worse (README, "Two sources")
+    alternate: Augment | None = "intensity"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "TrainConfig":
+        if self.alternate == self.augment:
+            raise ValueError(f"pretrain.alternate is pretrain.augment ({self.augment}) again: set it to another "
+                             "augmentation, or to null for one source")
+        return self
 
 
 Strategy = StrategyName  # names and descriptions: tl_med.catalogue
@@ -305,7 +319,7 @@ class PipelineConfig(FrozenModel):
             base = cls(
                 preprocess=PreprocessConfig(spacing=(8.0, 8.0, 8.0), patch_size=(16, 16, 16), patches_per_volume=2),
                 network=NetworkConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=0),
-                pretrain=TrainConfig(epochs=2, batch_size=2),
+                pretrain=TrainConfig(epochs=2, batch_size=2, alternate=None),  # one source: the fastest run
                 adapt=AdaptConfig(epochs=2, batch_size=2),
                 classifier=ClassifierConfig(network="ResNet10", width=4, input_size=(16, 16, 16), epochs=2,
                                             adapt_epochs=2, batch_size=2),

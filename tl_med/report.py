@@ -98,7 +98,9 @@ def _versions(client: MlflowClient, name: str) -> tuple[dict[str, Any], dict[str
 
 def _candidate(parent, children: list, versions: dict[str, Any], aliases: dict[str, list[str]]) -> Candidate:
     by_strategy = {c.data.tags.get("strategy", ""): c for c in children}
-    adapted = next((c for s, c in by_strategy.items() if s not in ("source_only", "scratch")), None)
+    tried = [c for s, c in by_strategy.items() if s not in ("source_only", "scratch")]
+    # adapted from several sources: the one kept on validation (tl_med.stages.adaptation)
+    adapted = next((c for c in tried if c.data.tags.get("source_chosen") == "true"), tried[0] if tried else None)
     pm = parent.data.metrics
     am = adapted.data.metrics if adapted else {}
     version = versions.get(adapted.info.run_id) if adapted else None

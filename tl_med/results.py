@@ -33,6 +33,7 @@ class PipelineResult:
     source: PretrainResult | None  # None when adaptation started from a given pretrained source
     sites: list[SiteResult]
     pretrained: str = ""
+    alternate: PretrainResult | None = None  # the second source (pretrain.alternate), when one was trained
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -57,8 +58,10 @@ def source_line(outcome: PipelineResult) -> str:
     src = outcome.source
     if src is None:
         return f"Pretrained source: {outcome.pretrained}"
+    alt = outcome.alternate
     return (f"Source model {src.model_name} v{src.model_version}: test Dice {src.test_dice:.3f} at site "
-            f"{src.site} (run {src.run_id})")
+            f"{src.site} (run {src.run_id})"
+            + ("" if alt is None else f"; alternate source v{alt.model_version}: test Dice {alt.test_dice:.3f}"))
 
 
 def classification_lines(results: list[SiteResult]) -> list[str]:
@@ -108,7 +111,8 @@ def _num(v: float | None) -> float | None:
 
 def _site_document(r: SiteResult) -> dict[str, Any]:
     return {
-        "site": r.site, "strategy": r.strategy, "labels_used": r.n_labelled, "test_cases": r.n_test,
+        "site": r.site, "strategy": r.strategy, "adapted_from": r.adapted_from, "labels_used": r.n_labelled,
+        "test_cases": r.n_test,
         "dice": {"source_only": _num(r.source_only_dice), "from_scratch": _num(r.scratch_dice),
                  "adapted": _num(r.adapted_dice)},
         "hd95_mm": {"source_only": _num(r.source_only_hd95), "from_scratch": _num(r.scratch_hd95),
@@ -128,11 +132,12 @@ def _site_document(r: SiteResult) -> dict[str, Any]:
 def result_document(outcome: PipelineResult, *, command: str, flow_run: dict[str, str] | None = None,
                     **context: Any) -> dict[str, Any]:
     """The ``--json`` document of a pipeline command (schema ``tl_med.result/1``)."""
-    src = outcome.source
-    source = None if src is None else {
-        "site": src.site, "model": {"name": src.model_name, "version": src.model_version},
-        "mlflow_run_id": src.run_id, "test": {"dice": _num(src.test_dice), "hd95_mm": _num(src.test_hd95)},
-        "train_cases": src.n_train, "test_cases": src.n_test}
+    def source(src: PretrainResult | None) -> dict[str, Any] | None:
+        return None if src is None else {
+            "site": src.site, "model": {"name": src.model_name, "version": src.model_version},
+            "mlflow_run_id": src.run_id, "test": {"dice": _num(src.test_dice), "hd95_mm": _num(src.test_hd95)},
+            "train_cases": src.n_train, "test_cases": src.n_test}
+
     return {"schema": RESULT_SCHEMA, "command": command, "tl_med_version": tl_med.__version__, **context,
-            "prefect_flow_run": flow_run or {}, "pretrained": outcome.pretrained, "source": source,
-            "sites": [_site_document(r) for r in outcome.sites]}
+            "prefect_flow_run": flow_run or {}, "pretrained": outcome.pretrained, "source": source(outcome.source),
+            "alternate_source": source(outcome.alternate), "sites": [_site_document(r) for r in outcome.sites]}

@@ -36,10 +36,11 @@ from tl_med.challenger import challenger_decision
 from tl_med.errors import TlMedError
 from tl_med.mlflow_store import mlflow_client
 
-__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "experiment_tags",
+__all__ = ["Tracker", "code_version", "registered_model_name", "CHALLENGER", "CHAMPION", "ALTERNATE", "experiment_tags",
            "ui_address", "VIEW_KEY", "Registration"]
 
 CHALLENGER = "challenger"
+ALTERNATE = "alternate"  # the source model's second version, pretrained with pretrain.alternate
 CHAMPION = "champion"
 
 
@@ -311,8 +312,9 @@ class Tracker:
 
     def discard_flow_run(self, flow_run_id: str) -> tuple[list[str], list[str]]:
         """Undo what a failed or crashed flow run left behind: delete the model versions its runs
-        registered (handing ``challenger`` back to the version that held it before) and mark its
-        unfinished runs FAILED. Returns (deleted ``name/version``, runs marked failed)."""
+        registered (handing ``challenger`` and ``alternate`` back to the versions that held them
+        before) and mark its unfinished runs FAILED. Returns (deleted ``name/version``, runs marked
+        failed)."""
         experiment = self.client.get_experiment_by_name(self.experiment)
         if not flow_run_id or experiment is None:
             return [], []
@@ -321,10 +323,11 @@ class Tracker:
         deleted, failed = [], []
         for run in runs:
             for mv in self.client.search_model_versions(f"run_id = '{run.info.run_id}'"):
-                if self._alias_version(mv.name, CHALLENGER) == str(mv.version):
-                    previous = mv.tags.get(f"previous_{CHALLENGER}")
-                    if previous:
-                        self.client.set_registered_model_alias(mv.name, CHALLENGER, previous)
+                for alias in (CHALLENGER, ALTERNATE):
+                    if self._alias_version(mv.name, alias) == str(mv.version):
+                        previous = mv.tags.get(f"previous_{alias}")
+                        if previous:
+                            self.client.set_registered_model_alias(mv.name, alias, previous)
                 self.client.delete_model_version(mv.name, mv.version)
                 deleted.append(f"{mv.name}/{mv.version}")
             if run.info.status in ("RUNNING", "SCHEDULED"):

@@ -144,7 +144,7 @@ def report_outcome(outcome: PipelineResult, state: State, ws: Workspace, seconds
 
 def run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets: list[str] | None,
                  trigger: str, pretrained: str | None = None, *, command: str = "run", as_json: bool = False,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, alternates: list[str] | None = None) -> None:
     from tl_med.sites import load_sites
 
     sites = load_sites(sites_file, ws.root)  # validate names before any server or run starts
@@ -163,6 +163,6 @@ def run_pipeline(ws: Workspace, sites_file: Path, cfg: PipelineConfig, targets: 
     with progress_view():
         state = site_adaptation_pipeline(workspace=str(ws.root), sites_file=str(sites_file.resolve()),
                                          config=cfg.model_dump(mode="json"), targets=targets, trigger=trigger,
-                                         pretrained=pretrained, return_state=True)
+                                         pretrained=pretrained, alternates=alternates, return_state=True)
         outcome = state.result()  # raises the flow's error if it failed
     report_outcome(outcome, state, ws, time.perf_counter() - start, command=command, as_json=as_json)

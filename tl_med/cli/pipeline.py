@@ -97,6 +97,7 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
     """Adapt one site from a pretrained source with a strategy and steps; print and log the
     comparison with the source-only and from-scratch baselines (runs through the Prefect flow)."""
     from tl_med.sites import load_sites
+    from tl_med.tracking import ALTERNATE, CHALLENGER, registered_model_name
 
     ws = resolve_workspace(workspace).ensure()
     base = load_config(profile, config, seed, network)
@@ -106,8 +107,11 @@ def adapt(site: Annotated[str, typer.Option("--site", help="Target site to adapt
                   "(--steps '' for none)", markup=False)
     cfg = with_adapt(base, strategy=strategy, steps=chosen, n_labelled=labels, norm=norm)
     registry = load_sites(sites, ws.root)
-    start = pretrained or f"models:/tlmed-{registry.task}-{registry.source.name}@challenger"
-    run_pipeline(ws, sites, cfg, [site], trigger, pretrained=start, command="adapt", as_json=as_json, verbose=verbose)
+    source = f"models:/{registered_model_name(registry.task, registry.source.name)}"
+    # the registered sources, when no start is given: the alternate too, if the pipeline trained one
+    alternates = [f"{source}@{ALTERNATE}"] if pretrained is None and cfg.pretrain.alternate and labels != 0 else []
+    run_pipeline(ws, sites, cfg, [site], trigger, pretrained=pretrained or f"{source}@{CHALLENGER}", command="adapt",
+                 as_json=as_json, verbose=verbose, alternates=alternates)
 
 
 @app.command()

@@ -8,7 +8,7 @@ the shift summary, the source-only baseline, the from-scratch baseline, the adap
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -122,6 +122,8 @@ class _Adapted:
     negative: str
     estimated: float  # the label-free quality estimate on the test images (tl_med.quality)
     classes: ClassMetrics | None = None  # a multi-task model's case-level classification
+    val_dice: float | None = None  # the best validation Dice of its training (None: not validated)
+    pretrained: str = ""  # the source it was adapted from
 
 
 def _source_volumes(source_manifest: Path | None) -> tuple[float, float] | None:
@@ -176,11 +178,11 @@ def _from_scratch(job: _SiteJob) -> tuple[dict[str, float], ClassMetrics | None]
 
 
 def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scratch: float | None,
-           source_before: float | None) -> _Adapted:
+           source_before: float | None, run_label: str | None = None, folder: str = "adapted") -> _Adapted:
     """The configured strategy and steps from the pretrained weights; evaluated, checked for
-    forgetting and negative transfer, logged as a model."""
+    forgetting and negative transfer, logged as a model (child run ``run_label``, default ``label``)."""
     ctx, ac, tracker = job.ctx, job.ctx.cfg.adapt, job.ctx.tracker
-    with job.child(label) as run_id:
+    with job.child(run_label or label) as run_id:
         job.setup(run_id, strategy=label, pretrained_source=job.pretrained)
         seed_everything(ctx.cfg.seed)
         model = _network(job)  # a multi-task run's class head is new: the transfer report lists it
@@ -192,7 +194,7 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
                                      "transfer_unexpected": len(report.unexpected)})
         with training(tracker, run_id, adapt_epochs(ac.epochs, ac.steps, len(job.splits["training"]))) as on_epoch:
             outcome = adapt_model(model, job.state, ac, data, _loaders(ctx), resolve_device(ctx.cfg.device),
-                                  on_epoch=on_epoch, checkpoints=job.checkpoints / "adapted", infer=window(ctx))
+                                  on_epoch=on_epoch, checkpoints=job.checkpoints / folder, infer=window(ctx))
         tracker.log_json(run_id, outcome.info, "adapt/steps.json")
         if outcome.fit is not None:
             log_fit(tracker, run_id, outcome.fit)
@@ -213,7 +215,40 @@ def _adapt(job: _SiteJob, label: str, data: AdaptData, source_only: float, scrat
         tracker.log_state_dict(run_id, model)
         package = tracker.log_package(run_id, model, spec)
         model_uri = tracker.log_model(run_id, model, input_example(spec))
-    return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative, estimated, classes)
+    return _Adapted(run_id, metrics, spec, model_uri, package, forgetting, negative, estimated, classes,
+                    outcome.fit.best_val_dice if outcome.fit is not None else None, job.pretrained)
+
+
+def _adapt_from_each(job: _SiteJob, label: str, data: AdaptData, source_only: float, scratch: float | None,
+                     source_before: float | None, alternates: dict[str, dict[str, torch.Tensor]]) -> _Adapted:
+    """The adaptation from the source and, when the site has labelled cases, from each alternate
+    source (``pretrain.alternate``); the one with the best validation Dice is kept (a tie keeps the
+    source's). The test split plays no part in the choice; every candidate is a logged child run,
+    tagged ``source_chosen``."""
+    first = _adapt(job, label, data, source_only, scratch, source_before)
+    if not alternates or not job.splits["training"] or first.val_dice is None:
+        return first
+    tracker = job.ctx.tracker
+
+    def augment(uri: str) -> str | None:
+        return source_augmentation(uri, tracker.client)
+
+    names = {job.pretrained: f"the {augment(job.pretrained) or 'given'} source"}
+    candidates = [first]
+    for i, (uri, state) in enumerate(alternates.items(), 1):
+        alternate = replace(job, pretrained=uri, state=state)
+        transfer_weights(model := build_network(job.target_spec.network), state)
+        kind = augment(uri) or f"alternate{i}"
+        names[uri] = f"the {kind} source"
+        candidates.append(_adapt(alternate, label, data, source_only, scratch, alternate.source_dice(model, "before"),
+                                 run_label=f"{label}@{kind}", folder=f"adapted-{i}"))
+    chosen = max(candidates, key=lambda c: c.val_dice if c.val_dice is not None else float("-inf"))
+    for c in candidates:
+        tracker.set_tags(c.run_id, {"source_chosen": "true" if c is chosen else "false"})
+    tracker.set_tags(job.parent, {"chosen_source": chosen.pretrained})
+    note(f"{job.site}: kept the adaptation from {names[chosen.pretrained]} (validation Dice "
+         + ", ".join(f"{names[c.pretrained]} {c.val_dice:.3f}" for c in candidates if c.val_dice is not None) + ")")
+    return chosen
 
 
 def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float,
@@ -243,13 +278,13 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float,
               "negative_transfer": "true" if adapted.negative else "false",
               **({"negative_transfer_reason": adapted.negative} if adapted.negative else {}),
               "strategy": label, "site": site, "manifest_sha256": sha,
-              "parent_run_id": job.parent, "harmonised": "true" if adapted.spec.landmarks else "false",
+              "parent_run_id": job.parent, "pretrained_source": adapted.pretrained, "harmonised": "true" if adapted.spec.landmarks else "false",
               "package": adapted.package, "modality": adapted.spec.modality,
               **({"test_auc": f"{adapted.classes.auc:.4f}"} if adapted.classes and adapted.classes.auc is not None
                  else {}),
               "champion_version": champion[0] if champion else "",
               "champion_test_dice": f"{champion[1]:.4f}" if champion else ""},
-        description=(f"{label} from {job.pretrained} on {n_labelled} labelled cases. "
+        description=(f"{label} from {adapted.pretrained} on {n_labelled} labelled cases. "
                      f"Test Dice {d['dice']:.3f} (estimated without labels {adapted.estimated:.3f}) "
                      f"vs source-only {source_only:.3f}"
                      + ("" if scratch is None else f" and from-scratch {scratch:.3f}")
@@ -268,7 +303,7 @@ def _register(job: _SiteJob, label: str, adapted: _Adapted, source_only: float,
 
 
 def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: str,
-               source_manifest: Path | None = None) -> SiteResult:
+               source_manifest: Path | None = None, alternates: tuple[str, ...] = ()) -> SiteResult:
     """Adapt the pretrained network to ``site`` beside the source-only and from-scratch baselines.
 
     One parent run for the site, one child run per baseline and for the adaptation (strategy and
@@ -278,6 +313,10 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     that takes alias ``challenger`` unless it shows negative transfer or scores below the current
     challenger on the same test manifest (:mod:`tl_med.challenger`); the baselines' Dice, the
     forgetting, a negative-transfer flag and the challenger decision are version tags.
+
+    ``alternates``: further sources (the ``alternate`` source model); a site with labelled cases
+    adapts from each too and keeps the adaptation with the best validation Dice. The baselines and
+    a zero-label run use ``pretrained``.
     """
     ac = ctx.cfg.adapt
     splits = check_trainable(manifest_path, site, ac.n_labelled)
@@ -291,6 +330,14 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                          f"{target_spec.n_channels} channels ({', '.join(target_spec.channels)}): leave it out")
     transfer = transfer_weights(build_network(target_spec.network), state)
     transfer.require(ac.min_transfer_share, pretrained)  # before any run exists
+    others = {}
+    for uri in alternates if splits["training"] else ():  # a source that cannot be loaded is left out, said once
+        try:
+            others[uri] = load_state(uri, ctx.tracker, ctx.ws)
+        except InputError as exc:
+            note(f"{site}: adapting from {pretrained} only; alternate source left out: {exc}")
+            continue
+        transfer_weights(build_network(target_spec.network), others[uri]).require(ac.min_transfer_share, uri)
     note(f"{site}: {transfer.describe()}")
     source_augment = source_augmentation(pretrained, ctx.tracker.client)
     if not splits["training"] and (caveat := zero_label_caveat(site, pretrained, source_augment)):
@@ -298,7 +345,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
     label = ac.strategy + "".join(f"+{s}" for s in ac.steps)
     data = _adapt_data(ctx, manifest_path, splits, source_manifest)
     source_spec = model_spec(ctx, load_manifest(source_manifest).name, source_manifest) if source_manifest else None
-    with checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained) as ckpt, \
+    with checkpoints(ctx, site, "adapt", manifest_hash(manifest_path), pretrained, *others) as ckpt, \
             ctx.tracker.run(f"adapt-{site}", tags=run_tags(ctx, site, manifest_path, role="target", strategy="parent",
                                                         pretrained_source=pretrained,
                                                         source_augment=source_augment or "unknown")) as parent:
@@ -312,7 +359,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
         source_only_m, source_before = _source_only(job)
         scratch_m, scratch_classes = _from_scratch(job) or (None, None)
         source_only, scratch = source_only_m["dice"], scratch_m["dice"] if scratch_m else None
-        adapted = _adapt(job, label, data, source_only, scratch, source_before)
+        adapted = _adapt_from_each(job, label, data, source_only, scratch, source_before, others)
         registration = _register(job, label, adapted, source_only, scratch)
     return SiteResult(site, source_only, adapted.metrics["dice"], scratch, parent, adapted.run_id,
                       registered_model_name(ctx.cfg.task, site), registration.version,
@@ -322,7 +369,7 @@ def adapt_site(ctx: StageContext, site: str, manifest_path: Path, pretrained: st
                       source_only_hd95=finite(source_only_m["hd95"]),
                       scratch_hd95=finite(scratch_m["hd95"]) if scratch_m else None,
                       adapted_hd95=finite(adapted.metrics["hd95"]), n_labelled=len(splits["training"]),
-                      n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id,
+                      n_test=len(splits["test"]), flow_run_id=ctx.flow_run_id, adapted_from=adapted.pretrained,
                       class_dice=_class_dice(target_spec, {"source_only": source_only_m, "from_scratch": scratch_m,
                                                            "adapted": adapted.metrics}),
                       classification={"source_only": None,  # the source model has no class head

@@ -84,6 +84,7 @@ class SiteResult:
     n_labelled: int = 0
     n_test: int = 0
     flow_run_id: str = ""
+    adapted_from: str = ""  # the source the adapted model started from (one of several: the best on validation)
     # a multi-class task's test Dice of each class: {class: {"source_only", "from_scratch", "adapted"}}
     class_dice: dict[str, dict[str, float | None]] = field(default_factory=dict)
     # a multi-task run's case-level classification: {"source_only", "from_scratch", "adapted"} → metrics
