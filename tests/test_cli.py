@@ -88,7 +88,7 @@ def test_demo_tiny_profile_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Per-site adaptation" in proc.stdout and "east" in proc.stdout
     assert "; alternate source v2: test Dice" in proc.stdout
-    assert re.search(r"east: kept the adaptation from the (intensity|given) source \(validation Dice", proc.stderr)
+    assert re.search(r"east: kept the adaptation from the (intensity|contrast) source \(validation Dice", proc.stderr)
     assert "tl-med ui --workspace" in proc.stdout and "prefect server start" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()  # nothing written outside the workspace
     row = next(line for line in proc.stdout.splitlines() if "tlmed-liver-east v1" in line)

@@ -49,6 +49,7 @@ def test_zero_label_adaptation_from_an_intensity_source_warns_and_tags_the_run(i
     assert (version.tags["augment"], version.tags["epochs"]) == (cfg.pretrain.augment, str(cfg.pretrain.epochs))
     uri = f"models:/{src.model_name}@challenger"
     assert source_augmentation(uri, tracker.client) == cfg.pretrain.augment == "intensity"
+    assert source_augmentation(src.weights_uri, tracker.client) == "intensity"  # the run the pipeline adapts from
     res = adapt_site(ctx, "east", ws.site_manifest("east"), pretrained=uri, source_manifest=ws.site_manifest("north"))
     assert _caveats(printed) == [zero_label_caveat("east", uri, "intensity")]
     assert tracker.client.get_run(res.parent_run_id).data.tags["source_augment"] == "intensity"

@@ -30,16 +30,20 @@ ROBUST_AUGMENT = "contrast"
 
 
 def source_augmentation(source: str, client: MlflowClient) -> str | None:
-    """The training augmentation a registered source version records (its ``augment`` tag), for a
-    ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` source; ``None`` when it is unknown
-    (a bundle, a checkpoint, a run, a version from before the tag, or one that cannot be read)."""
-    if not source.startswith("models:/"):
-        return None
+    """The training augmentation a source records: a registered version's ``augment`` tag
+    (``models:/<name>@<alias>``, ``models:/<name>/<version>``) or a pretraining run's
+    ``pretrain.augment`` parameter (``runs:/<id>/...``, what the pipeline adapts from); ``None`` when
+    it is unknown (a bundle, a checkpoint, another run, a version from before the tag, or one that
+    cannot be read)."""
     try:
-        version = registered_version(source, client)
+        if source.startswith("models:/"):
+            return registered_version(source, client).tags.get("augment") or None
+        if source.startswith("runs:/"):
+            run = client.get_run(source.removeprefix("runs:/").split("/")[0])
+            return run.data.params.get("pretrain.augment") if run.data.tags.get("strategy") == "pretrain" else None
     except (MlflowException, ValueError, TypeError):
         return None
-    return version.tags.get("augment") or None
+    return None
 
 
 def zero_label_caveat(site: str, source: str, augment: str | None) -> str | None:

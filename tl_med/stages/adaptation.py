@@ -246,8 +246,9 @@ def _adapt_from_each(job: _SiteJob, label: str, data: AdaptData, source_only: fl
     for c in candidates:
         tracker.set_tags(c.run_id, {"source_chosen": "true" if c is chosen else "false"})
     tracker.set_tags(job.parent, {"chosen_source": chosen.pretrained})
-    note(f"{job.site}: kept the adaptation from {names[chosen.pretrained]} (validation Dice "
-         + ", ".join(f"{names[c.pretrained]} {c.val_dice:.3f}" for c in candidates if c.val_dice is not None) + ")")
+    note(f"{job.site}: kept the adaptation from {names[chosen.pretrained]} (validation Dice {chosen.val_dice:.3f}, "
+         "against " + ", ".join(f"{c.val_dice:.3f} from {names[c.pretrained]}" for c in candidates
+                                if c is not chosen and c.val_dice is not None) + ")")
     return chosen
 
 
