@@ -193,6 +193,27 @@ def test_a_site_adapts_from_both_sources_and_keeps_the_better_on_validation(inge
     assert res0.adapted_from == source and len([r for r in _all_runs(tracker) if "@" in r.info.run_name]) == 1
 
 
+def test_the_from_scratch_baseline_trains_like_the_adaptation_whatever_the_source_augmentation(ingested, tiny_cfg,
+                                                                                                tracker):
+    ws, _ = ingested
+    losses = []
+    for augment in ("contrast", "none"):  # the source's augmentation: none of the baseline's business
+        cfg = tiny_cfg.model_copy(update={"pretrain": tiny_cfg.pretrain.model_copy(update={"augment": augment})})
+        res = adapt_site(StageContext(ws=ws, cfg=cfg, tracker=tracker), "east", ws.site_manifest("east"),
+                         pretrained=str(_checkpoint(tiny_cfg, ws)))
+        scratch = next(r for r in _all_runs(tracker) if r.info.run_name == "east-scratch"
+                       and r.data.tags["mlflow.parentRunId"] == res.parent_run_id)
+        losses.append([m.value for m in tracker.client.get_metric_history(scratch.info.run_id, "train_loss")])
+    assert losses[0] == losses[1] and len(losses[0]) == tiny_cfg.adapt.epochs
+
+
+def _checkpoint(cfg, ws):
+    path = ws.root / "start.pt"
+    torch.manual_seed(0)
+    torch.save(build_network(cfg.network).state_dict(), path)
+    return path
+
+
 def test_negative_transfer_rule():
     from tl_med.stages.adaptation import _negative_transfer
 

@@ -95,8 +95,8 @@ class SiteResult:
         return self.adapted_dice - self.source_only_dice
 
 
-def loader(ctx: StageContext, items: list[dict], *, train: bool, batch_size: int = 1) -> DataLoader:
-    make = loader_factory(ctx.ws.cache, ctx.cfg.preprocess, seed=ctx.cfg.seed, augment=ctx.cfg.pretrain.augment)
+def loader(ctx: StageContext, items: list[dict], *, train: bool, augment: str, batch_size: int = 1) -> DataLoader:
+    make = loader_factory(ctx.ws.cache, ctx.cfg.preprocess, seed=ctx.cfg.seed, augment=augment)
     return make(items, train=train, batch_size=batch_size)
 
 
@@ -192,10 +192,13 @@ def window(ctx: StageContext) -> Infer:
 
 def train(ctx: StageContext, run_id: str, model: torch.nn.Module, splits: dict[str, list[dict]],
           optimizer: torch.optim.Optimizer, settings: TrainConfig | AdaptConfig, checkpoint: Checkpoint) -> FitResult:
-    """Supervised training on the splits' labelled cases with ``settings``' epochs, batch size and loop."""
-    val = loader(ctx, splits["validation"], train=False) if splits["validation"] else None
+    """Supervised training on the splits' labelled cases with ``settings``' epochs, batch size, loop
+    and augmentation (the source's ``pretrain.augment``; a from-scratch baseline's ``adapt.augment``,
+    the adaptation's own, so that the two differ only in where they start)."""
+    val = loader(ctx, splits["validation"], train=False, augment=settings.augment) if splits["validation"] else None
     with training(ctx.tracker, run_id, settings.epochs) as on_epoch:
-        result = fit(model, loader(ctx, splits["training"], train=True, batch_size=settings.batch_size), val,
+        result = fit(model, loader(ctx, splits["training"], train=True, augment=settings.augment,
+                                   batch_size=settings.batch_size), val,
                      optimizer, epochs=settings.epochs, device=resolve_device(ctx.cfg.device), on_epoch=on_epoch,
                      checkpoint=checkpoint, infer=window(ctx), loop=settings)
     log_fit(ctx.tracker, run_id, result)
