@@ -12,6 +12,9 @@ For each target site, k labelled target cases (k in ``--ks``, ``all`` = the whol
 ``--pretrain-augment intensity,contrast`` trains one source model per augmentation (see
 ``tl_med.data.contrast``) and runs every source-dependent method from each, side by side (methods
 are then named ``finetune/contrast`` and so on); from-scratch runs do not depend on it and run once.
+With two or more sources (that, or several comma-separated ``--source`` models), each labelled run
+also yields ``<method>/by-val``: the source whose run has the best validation Dice, as the pipeline
+chooses with ``pretrain.alternate`` (README, "Two sources, chosen on validation").
 
 The **oracle** is the from-scratch network trained on every labelled target training case
 (``scratch`` at ``all``). Every run trains for the same number of optimizer steps (the k cases are
@@ -27,7 +30,9 @@ by a decathlon-style datalist of NIfTI pairs, ingested through the datalist path
 
 Prints, per site, the labels each method needs to reach 95 % of the oracle's Dice and the ratio to
 from-scratch, and how much of the source-only → oracle gap zero target labels recover. Writes a
-CSV and one plot per site, and logs them to MLflow (experiment ``tlmed-benchmarks``).
+CSV (with each run's validation Dice) and one plot per site into a folder of its own
+(``<workspace>/label-efficiency/<timestamp>/``), and logs them to MLflow (experiment
+``tlmed-benchmarks``).
 
 Usage::
 
@@ -40,6 +45,9 @@ Usage::
         --workspace /data/tlmed-benchmark                                        # your own sites
     python benchmarks/label_efficiency.py --workspace /data/tlmed-benchmark --source \
         models:/tlmed-liver-north@champion --ks 0,1,4,all    # a registered source, not pretrained again
+    python benchmarks/label_efficiency.py --workspace /data/tlmed-benchmark --source \
+        models:/tlmed-liver-north@challenger,models:/tlmed-liver-north@alternate --ks 1,4 --seeds 3 \
+        --methods scratch,finetune                           # both sources, and the one validation picks
 """
 
 from __future__ import annotations

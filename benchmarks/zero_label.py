@@ -16,7 +16,8 @@ recovers (``(recipe - source-only of the first source) / (oracle - that source-o
 source being the first of ``--pretrain-augment``, so that a better source model counts as recovery;
 with ``--source``, the given model: the share of the gap *it leaves* that a recipe closes), and the
 median over sites. Writes a CSV and
-``summary.json`` and logs them to MLflow (experiment ``tlmed-benchmarks``). Data, grid and training
+``summary.json`` into a folder of its own (``<workspace>/zero-label/<timestamp>/``) and logs them to
+MLflow (experiment ``tlmed-benchmarks``). Data, grid and training
 settings, and ``--sites-file`` for your own sites, are those of ``label_efficiency.py`` (``common.py``).
 
 Usage::
